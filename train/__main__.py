@@ -1,0 +1,27 @@
+"""Entry point: ``python -m train {sft,dpo} --config CONFIG.yaml [key=value ...]``.
+
+Also works under the DeepSpeed launcher: ``deepspeed --num_gpus N --module train sft --config ...``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "sft": "train.sft",  # supervised fine-tuning: an Aligner on Q-A-C records, or an upstream model on corrections
+    "dpo": "train.dpo",  # preference tuning of the upstream model on (correction > original) pairs
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m train {{{','.join(COMMANDS)}}} --config CONFIG.yaml [key=value ...]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
