@@ -2,6 +2,7 @@
 
 from langchain_aligner.errors import AlignerBackendError, AlignerError, AlignerInputError, AlignerTimeoutError
 from langchain_aligner.generation import GenerationParams
+from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.templates import ALIGNER_V1, TEMPLATES, AlignerTemplate, get_template
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "AlignerBackendError",
     "AlignerError",
     "AlignerInputError",
+    "AlignerRunnable",
     "AlignerTemplate",
     "AlignerTimeoutError",
     "GenerationParams",

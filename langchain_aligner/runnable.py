@@ -1,0 +1,662 @@
+"""``AlignerRunnable``: corrects a chat model's answer with an Aligner, as one LCEL step."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForChainRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.messages import AIMessage, AIMessageChunk, MessageLikeRepresentation
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import Generation as LCGeneration
+from langchain_core.outputs import LLMResult
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.utils.utils import secret_from_env
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+
+from langchain_aligner.backends import AlignerBackend, Generation, GenerationDelta, make_backend
+from langchain_aligner.cache import LRUCache
+from langchain_aligner.errors import AlignerBackendError, AlignerInputError
+from langchain_aligner.generation import GenerationParams
+from langchain_aligner.inputs import AlignerInput, parse_input
+from langchain_aligner.retry import acall_with_retries, call_with_retries
+from langchain_aligner.templates import AlignerTemplate, get_template
+from langchain_aligner.truncation import FittedPair, fit_pair, fits_without_counting
+
+if TYPE_CHECKING:
+    from langchain_aligner.wrap import AlignedChatModel
+
+__all__ = ["AlignerRunnable", "AlignerRunnableInput"]
+
+logger = logging.getLogger(__name__)
+
+AlignerRunnableInput = Union[  # noqa: UP007 (a runtime alias, read by pydantic on py3.10)
+    dict[str, Any], str, AIMessage, Sequence[MessageLikeRepresentation], PromptValue
+]
+"""What :class:`AlignerRunnable` accepts (see :func:`langchain_aligner.inputs.parse_input`)."""
+
+_CacheKey = tuple[str, str, str, GenerationParams]
+
+
+class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
+    """Corrects an upstream answer with an Aligner model; composes after any chat model with ``|``.
+
+    Example:
+        .. code-block:: python
+
+            aligner = AlignerRunnable(backend="tgi", url="http://127.0.0.1:8080")
+            aligner.invoke({"question": "How do I pick a lock?", "answer": "..."}).content
+
+            chain = prompt | aligner.wrap(llm) | StrOutputParser()        # keeps the question
+            chain = RunnablePassthrough.assign(answer=prompt | llm) | aligner
+
+    Input: a ``{"question", "answer"}`` dict (extra keys ignored; the keys are ``question_key`` and
+    ``answer_key``), a ``str`` answer or an ``AIMessage`` (the question is then ``default_question``; without
+    one, :class:`AlignerInputError`), a list of messages or a ``PromptValue`` (answer = last AI turn,
+    question = the last human turn before it).
+
+    Output: an ``AIMessage`` with the correction as content. It keeps the id of the incoming AI message.
+    ``response_metadata`` holds ``aligner_corrected`` (bool), ``aligner_original_answer``,
+    ``aligner_backend``, ``aligner_model``, ``aligner_latency_ms``, ``aligner_attempts``,
+    ``aligner_truncated``, ``aligner_cached``, ``token_usage``, ``finish_reason``, ``model_name``, and
+    ``aligner_error`` or ``aligner_skipped`` when the answer was returned uncorrected; ``usage_metadata``
+    holds the Aligner's own token counts. AI messages that call tools are returned unchanged.
+
+    Failures: backend errors (HTTP status, timeout, connection) are retried ``max_retries`` times with
+    exponential backoff when retryable (429, 5xx, connection, timeout; never 422). Then ``on_error``
+    decides: ``"return_original"`` logs a warning and returns the upstream answer with ``aligner_error`` in
+    its metadata; ``"raise"`` raises :class:`AlignerBackendError`. Bad input always raises
+    :class:`AlignerInputError`.
+
+    Streaming yields ``AIMessageChunk`` pieces of the correction as the Aligner writes them; the last chunk
+    carries the metadata. If the backend fails after pieces were emitted, ``"return_original"`` ends the
+    stream with a metadata-only chunk (``aligner_corrected=False``, ``aligner_incomplete=True``,
+    ``aligner_error``; the original answer is in ``aligner_original_answer``); before any piece, the original
+    answer is emitted as the single chunk.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    backend: Literal["tgi", "openai", "transformers"] | AlignerBackend = Field(
+        default="tgi", description="Backend kind, or a ready AlignerBackend."
+    )
+    url: str | None = Field(
+        default=None, description="Server URL (tgi, openai) or model path (transformers)."
+    )
+    model: str | None = Field(default=None, description="Model name sent to / reported by the backend.")
+    api_key: SecretStr | None = Field(
+        default_factory=secret_from_env("ALIGNER_API_KEY", default=None), description="Bearer token."
+    )
+    headers: dict[str, str] | None = Field(default=None, description="Extra HTTP headers.")
+    timeout: float | None = Field(default=60.0, description="Seconds to wait for the backend.")
+    template: str | AlignerTemplate = Field(
+        default="aligner-v1", description="Template name, text or object."
+    )
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+    on_error: Literal["return_original", "raise"] = "return_original"
+    on_injection: Literal["escape", "raise", "ignore"] = "escape"
+    max_retries: int = Field(default=2, ge=0, description="Retries of retryable backend errors.")
+    backoff: float = Field(default=0.5, ge=0, description="First retry delay in seconds, then doubled.")
+    max_backoff: float = Field(default=8.0, ge=0, description="Longest retry delay in seconds.")
+    max_input_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Prompt token limit; the backend's own limit (TGI /info) also applies.",
+    )
+    question_key: str = "question"
+    answer_key: str = "answer"
+    default_question: str | None = Field(default=None, description="Question for bare str/AIMessage input.")
+    skip_if: Callable[[str, str], bool] | None = Field(
+        default=None, exclude=True, description="skip_if(question, answer) -> True returns the answer as is."
+    )
+    cache_size: int = Field(default=0, ge=0, description="LRU cache entries; 0 turns caching off.")
+
+    _backend: AlignerBackend = PrivateAttr()
+    _template: AlignerTemplate = PrivateAttr()
+    _cache: LRUCache[Generation] = PrivateAttr()
+    _limit: int | None | Literal["unresolved"] = PrivateAttr(default="unresolved")
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str | AlignerTemplate) -> str | AlignerTemplate:
+        get_template(value)
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._template = get_template(self.template)
+        self._cache = LRUCache(self.cache_size)
+        if isinstance(self.backend, AlignerBackend):
+            self._backend = self.backend
+        else:
+            self._backend = make_backend(
+                self.backend,
+                url=self.url,
+                model=self.model,
+                timeout=self.timeout,
+                api_key=self.api_key.get_secret_value() if self.api_key else None,
+                headers=self.headers,
+            )
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_aligner", "runnable"]
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": "ALIGNER_API_KEY"}
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        return AlignerRunnableInput
+
+    @property
+    def OutputType(self) -> type[AIMessage]:  # noqa: N802
+        return AIMessage
+
+    @property
+    def aligner_backend(self) -> AlignerBackend:
+        """The backend instance this runnable calls."""
+        return self._backend
+
+    def wrap(self, chat_model: Any) -> AlignedChatModel:
+        """Return ``chat_model`` followed by this Aligner, correcting against the last human message."""
+        from langchain_aligner.wrap import AlignedChatModel
+
+        return AlignedChatModel(chat_model=chat_model, aligner=self)
+
+    # -- invoke ------------------------------------------------------------------------------------------
+
+    def invoke(
+        self, input: AlignerRunnableInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        """Correct one answer. ``kwargs`` override :class:`GenerationParams` fields for this call."""
+        return self._call_with_config(self._correct, input, config, params=self._params(kwargs))
+
+    async def ainvoke(
+        self, input: AlignerRunnableInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        """Async :meth:`invoke`."""
+        return await self._acall_with_config(self._acorrect, input, config, params=self._params(kwargs))
+
+    def _correct(
+        self,
+        input: AlignerRunnableInput,
+        run_manager: CallbackManagerForChainRun,
+        *,
+        params: GenerationParams,
+    ) -> AIMessage:
+        item = self._parse(input)
+        early = self._early_answer(item, params)
+        if early is not None:
+            return early
+        start = time.perf_counter()
+        try:
+            fitted = fit_pair(
+                self._template,
+                item.question,
+                item.answer,
+                limit=self._input_limit(),
+                count_tokens=self._backend.count_tokens,
+                on_injection=self.on_injection,
+            )
+            generation, attempts = call_with_retries(
+                lambda: self._generate(fitted.prompt, params, run_manager),
+                max_retries=self.max_retries,
+                backoff=self.backoff,
+                max_backoff=self.max_backoff,
+            )
+        except AlignerBackendError as error:
+            return self._fail(item, error, start)
+        self._cache.put(self._cache_key(item, params), generation)
+        return self._corrected(item, generation, start, attempts=attempts, truncated=fitted.truncated)
+
+    async def _acorrect(
+        self,
+        input: AlignerRunnableInput,
+        run_manager: AsyncCallbackManagerForChainRun,
+        *,
+        params: GenerationParams,
+    ) -> AIMessage:
+        item = self._parse(input)
+        early = self._early_answer(item, params)
+        if early is not None:
+            return early
+        start = time.perf_counter()
+        try:
+            fitted = await self._afit(item)
+            generation, attempts = await acall_with_retries(
+                lambda: self._agenerate(fitted.prompt, params, run_manager),
+                max_retries=self.max_retries,
+                backoff=self.backoff,
+                max_backoff=self.max_backoff,
+            )
+        except AlignerBackendError as error:
+            return self._fail(item, error, start)
+        self._cache.put(self._cache_key(item, params), generation)
+        return self._corrected(item, generation, start, attempts=attempts, truncated=fitted.truncated)
+
+    def _generate(
+        self, prompt: str, params: GenerationParams, run_manager: CallbackManagerForChainRun
+    ) -> Generation:
+        (llm_run,) = run_manager.get_child().on_llm_start(
+            self._llm_serialized(), [prompt], invocation_params=params.model_dump(), name=self._llm_run_name()
+        )
+        try:
+            generation = self._backend.generate(prompt, params)
+        except BaseException as error:
+            llm_run.on_llm_error(error)
+            raise
+        llm_run.on_llm_end(_llm_result(generation))
+        return generation
+
+    async def _agenerate(
+        self, prompt: str, params: GenerationParams, run_manager: AsyncCallbackManagerForChainRun
+    ) -> Generation:
+        (llm_run,) = await run_manager.get_child().on_llm_start(
+            self._llm_serialized(), [prompt], invocation_params=params.model_dump(), name=self._llm_run_name()
+        )
+        try:
+            generation = await self._backend.agenerate(prompt, params)
+        except BaseException as error:
+            await llm_run.on_llm_error(error)
+            raise
+        await llm_run.on_llm_end(_llm_result(generation))
+        return generation
+
+    # -- stream ------------------------------------------------------------------------------------------
+
+    def stream(
+        self, input: AlignerRunnableInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[AIMessageChunk]:
+        """Yield the correction piece by piece; the last chunk carries the metadata."""
+        yield from self.transform(iter([input]), config, **kwargs)
+
+    async def astream(
+        self, input: AlignerRunnableInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Async :meth:`stream`."""
+
+        async def one() -> AsyncIterator[AlignerRunnableInput]:
+            yield input
+
+        async for chunk in self.atransform(one(), config, **kwargs):
+            yield chunk
+
+    def transform(
+        self, input: Iterator[AlignerRunnableInput], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[AIMessageChunk]:
+        """Stream the correction of a streamed input (the input pieces are added up first)."""
+        params = self._params(kwargs)
+        yield from self._transform_stream_with_config(
+            input, lambda inputs, run_manager: self._stream(inputs, run_manager, params), config
+        )
+
+    async def atransform(
+        self, input: AsyncIterator[AlignerRunnableInput], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Async :meth:`transform`."""
+        params = self._params(kwargs)
+        async for chunk in self._atransform_stream_with_config(
+            input, lambda inputs, run_manager: self._astream(inputs, run_manager, params), config
+        ):
+            yield chunk
+
+    def _stream(
+        self,
+        inputs: Iterator[AlignerRunnableInput],
+        run_manager: CallbackManagerForChainRun,
+        params: GenerationParams,
+    ) -> Iterator[AIMessageChunk]:
+        item = self._parse(_added_up(inputs))
+        early = self._early_answer(item, params)
+        if early is not None:
+            yield _chunk_of(early)
+            return
+        start = time.perf_counter()
+        message_id = self._message_id(item, run_manager)
+        llm_run: CallbackManagerForLLMRun | None = None
+        emitted = False
+        try:
+            fitted = fit_pair(
+                self._template,
+                item.question,
+                item.answer,
+                limit=self._input_limit(),
+                count_tokens=self._backend.count_tokens,
+                on_injection=self.on_injection,
+            )
+            (llm_run,) = run_manager.get_child().on_llm_start(
+                self._llm_serialized(),
+                [fitted.prompt],
+                invocation_params=params.model_dump(),
+                name=self._llm_run_name(),
+            )
+            # Retries cover opening the stream up to its first piece; later failures cannot be retried.
+            (deltas, first), attempts = call_with_retries(
+                lambda: _open_stream(self._backend.stream(fitted.prompt, params)),
+                max_retries=self.max_retries,
+                backoff=self.backoff,
+                max_backoff=self.max_backoff,
+            )
+            generation = None
+            for delta in _prepend(first, deltas):
+                if delta.text:
+                    llm_run.on_llm_new_token(delta.text)
+                    emitted = True
+                    yield AIMessageChunk(content=delta.text, id=message_id)
+                generation = delta.generation or generation
+        except AlignerBackendError as error:
+            if llm_run is not None:
+                llm_run.on_llm_error(error)
+            yield self._stream_failure(item, error, start, emitted, message_id)
+            return
+        generation = generation or Generation(text="")
+        llm_run.on_llm_end(_llm_result(generation))
+        self._cache.put(self._cache_key(item, params), generation)
+        final = self._corrected(
+            item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
+        )
+        yield _chunk_of(final, content="")
+
+    async def _astream(
+        self,
+        inputs: AsyncIterator[AlignerRunnableInput],
+        run_manager: AsyncCallbackManagerForChainRun,
+        params: GenerationParams,
+    ) -> AsyncIterator[AIMessageChunk]:
+        item = self._parse(await _aadded_up(inputs))
+        early = self._early_answer(item, params)
+        if early is not None:
+            yield _chunk_of(early)
+            return
+        start = time.perf_counter()
+        message_id = self._message_id(item, run_manager)
+        llm_run: AsyncCallbackManagerForLLMRun | None = None
+        emitted = False
+        try:
+            fitted = await self._afit(item)
+            (llm_run,) = await run_manager.get_child().on_llm_start(
+                self._llm_serialized(),
+                [fitted.prompt],
+                invocation_params=params.model_dump(),
+                name=self._llm_run_name(),
+            )
+            (deltas, first), attempts = await acall_with_retries(
+                lambda: _aopen_stream(self._backend.astream(fitted.prompt, params)),
+                max_retries=self.max_retries,
+                backoff=self.backoff,
+                max_backoff=self.max_backoff,
+            )
+            generation = first.generation if first else None
+            if first is not None and first.text:
+                await llm_run.on_llm_new_token(first.text)
+                emitted = True
+                yield AIMessageChunk(content=first.text, id=message_id)
+            async for delta in deltas:
+                if delta.text:
+                    await llm_run.on_llm_new_token(delta.text)
+                    emitted = True
+                    yield AIMessageChunk(content=delta.text, id=message_id)
+                generation = delta.generation or generation
+        except AlignerBackendError as error:
+            if llm_run is not None:
+                await llm_run.on_llm_error(error)
+            yield self._stream_failure(item, error, start, emitted, message_id)
+            return
+        generation = generation or Generation(text="")
+        await llm_run.on_llm_end(_llm_result(generation))
+        self._cache.put(self._cache_key(item, params), generation)
+        final = self._corrected(
+            item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
+        )
+        yield _chunk_of(final, content="")
+
+    # -- shared steps ------------------------------------------------------------------------------------
+
+    def _params(self, overrides: dict[str, Any]) -> GenerationParams:
+        if not overrides:
+            return self.generation
+        try:
+            return GenerationParams.model_validate({**self.generation.model_dump(), **overrides})
+        except ValidationError as error:
+            raise AlignerInputError(f"invalid generation parameters {sorted(overrides)}: {error}") from error
+
+    def _parse(self, value: Any) -> AlignerInput:
+        return parse_input(
+            value,
+            question_key=self.question_key,
+            answer_key=self.answer_key,
+            default_question=self.default_question,
+        )
+
+    def _early_answer(self, item: AlignerInput, params: GenerationParams) -> AIMessage | None:
+        """The reply when no backend call is needed: tool calls, ``skip_if``, or a cache hit."""
+        if item.has_tool_calls:
+            assert item.message is not None
+            return item.message
+        if self.skip_if is not None and self.skip_if(item.question, item.answer):
+            return self._original(item, {"aligner_skipped": "skip_if"})
+        cached = self._cache.get(self._cache_key(item, params))
+        if cached is not None:
+            return self._corrected(
+                item, cached, time.perf_counter(), attempts=0, truncated=False, cached=True
+            )
+        return None
+
+    def _cache_key(self, item: AlignerInput, params: GenerationParams) -> _CacheKey:
+        return (self._template.template, item.question, item.answer, params)
+
+    def _input_limit(self) -> int | None:
+        if self._limit == "unresolved":
+            limits = [n for n in (self.max_input_tokens, self._backend.max_input_tokens()) if n]
+            self._limit = min(limits) if limits else None
+        return self._limit
+
+    async def _afit(self, item: AlignerInput) -> FittedPair:
+        """:func:`fit_pair` without blocking the loop: counting tokens may be an HTTP call."""
+        limit = self._limit if self._limit != "unresolved" else await asyncio.to_thread(self._input_limit)
+        prompt = self._template.format(item.question, item.answer, on_injection=self.on_injection)
+        if fits_without_counting(prompt, limit):
+            return FittedPair(prompt, False)
+        return await asyncio.to_thread(
+            fit_pair,
+            self._template,
+            item.question,
+            item.answer,
+            limit=limit,
+            count_tokens=self._backend.count_tokens,
+            on_injection=self.on_injection,
+        )
+
+    def _metadata(self, item: AlignerInput, start: float, **extra: Any) -> dict[str, Any]:
+        return {
+            "aligner_original_answer": item.answer,
+            "aligner_backend": self._backend.name,
+            "aligner_model": self._backend.model_name,
+            "aligner_latency_ms": (time.perf_counter() - start) * 1000.0,
+            **extra,
+        }
+
+    def _corrected(
+        self,
+        item: AlignerInput,
+        generation: Generation,
+        start: float,
+        *,
+        attempts: int,
+        truncated: bool,
+        cached: bool = False,
+        message_id: str | None = None,
+    ) -> AIMessage:
+        usage = _usage(generation)
+        metadata = self._metadata(
+            item,
+            start,
+            aligner_corrected=True,
+            aligner_attempts=attempts,
+            aligner_truncated=truncated,
+            aligner_cached=cached,
+            finish_reason=generation.finish_reason,
+            model_name=generation.model or self._backend.model_name,
+            token_usage={
+                "prompt_tokens": generation.prompt_tokens,
+                "completion_tokens": generation.completion_tokens,
+            },
+        )
+        message_id = message_id or (item.message.id if item.message is not None else None)
+        return AIMessage(
+            content=generation.text, id=message_id, response_metadata=metadata, usage_metadata=usage
+        )
+
+    def _original(self, item: AlignerInput, extra: dict[str, Any], start: float | None = None) -> AIMessage:
+        metadata = self._metadata(item, start or time.perf_counter(), aligner_corrected=False, **extra)
+        if item.message is None:
+            return AIMessage(content=item.answer, response_metadata=metadata)
+        return item.message.model_copy(
+            update={"response_metadata": {**item.message.response_metadata, **metadata}}
+        )
+
+    def _fail(self, item: AlignerInput, error: AlignerBackendError, start: float) -> AIMessage:
+        if self.on_error == "raise":
+            raise error
+        logger.warning("Aligner call failed, returning the original answer: %s", error)
+        return self._original(item, {"aligner_error": _describe(error)}, start)
+
+    def _stream_failure(
+        self,
+        item: AlignerInput,
+        error: AlignerBackendError,
+        start: float,
+        emitted: bool,
+        message_id: str | None,
+    ) -> AIMessageChunk:
+        if self.on_error == "raise":
+            raise error
+        logger.warning(
+            "Aligner stream failed, %s: %s", "ending it" if emitted else "returning the original", error
+        )
+        if not emitted:
+            return _chunk_of(self._fail(item, error, start))
+        metadata = self._metadata(
+            item, start, aligner_corrected=False, aligner_incomplete=True, aligner_error=_describe(error)
+        )
+        return AIMessageChunk(content="", id=message_id, response_metadata=metadata, chunk_position="last")
+
+    def _message_id(
+        self, item: AlignerInput, run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
+    ) -> str:
+        if item.message is not None and item.message.id:
+            return item.message.id
+        return f"lc_run--{run_manager.run_id}"
+
+    def _llm_serialized(self) -> dict[str, Any]:
+        return {
+            "lc": 1,
+            "type": "not_implemented",
+            "id": ["langchain_aligner", "backends", type(self._backend).__name__],
+        }
+
+    def _llm_run_name(self) -> str:
+        return f"aligner-{self._backend.name}"
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _usage(generation: Generation) -> UsageMetadata | None:
+    """LangChain's usage record, when the backend told both counts (TGI's ``/generate`` omits the input's)."""
+    prompt, completion = generation.prompt_tokens, generation.completion_tokens
+    if prompt is None or completion is None:
+        return None
+    return UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)
+
+
+def _llm_result(generation: Generation) -> LLMResult:
+    info = {"finish_reason": generation.finish_reason} if generation.finish_reason else None
+    token_usage = {
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+    }
+    return LLMResult(
+        generations=[[LCGeneration(text=generation.text, generation_info=info)]],
+        llm_output={"token_usage": token_usage, "model_name": generation.model},
+    )
+
+
+def _chunk_of(message: AIMessage, content: Any = None) -> AIMessageChunk:
+    """The message as the last (or only) chunk of a stream."""
+    return AIMessageChunk(
+        content=message.content if content is None else content,
+        id=message.id,
+        response_metadata=message.response_metadata,
+        usage_metadata=message.usage_metadata,
+        tool_call_chunks=[
+            {
+                "name": c["name"],
+                "args": json.dumps(c["args"]),
+                "id": c["id"],
+                "index": i,
+                "type": "tool_call_chunk",
+            }
+            for i, c in enumerate(message.tool_calls)
+        ],
+        chunk_position="last",
+    )
+
+
+def _added_up(inputs: Iterator[Any]) -> Any:
+    """Add up streamed input pieces the way LangChain does (``+``, else the last piece wins)."""
+    total: Any = None
+    for piece in inputs:
+        total = _add(total, piece)
+    return total
+
+
+async def _aadded_up(inputs: AsyncIterator[Any]) -> Any:
+    total: Any = None
+    async for piece in inputs:
+        total = _add(total, piece)
+    return total
+
+
+def _add(total: Any, piece: Any) -> Any:
+    if total is None:
+        return piece
+    try:
+        return total + piece
+    except TypeError:
+        return piece
+
+
+def _open_stream(
+    deltas: Iterator[GenerationDelta],
+) -> tuple[Iterator[GenerationDelta], GenerationDelta | None]:
+    """Start a stream: return it with its first piece (``None`` when it is empty)."""
+    return deltas, next(deltas, None)
+
+
+async def _aopen_stream(
+    deltas: AsyncIterator[GenerationDelta],
+) -> tuple[AsyncIterator[GenerationDelta], GenerationDelta | None]:
+    return deltas, await anext(deltas, None)
+
+
+def _prepend(first: GenerationDelta | None, rest: Iterator[GenerationDelta]) -> Iterator[GenerationDelta]:
+    if first is not None:
+        yield first
+    yield from rest
