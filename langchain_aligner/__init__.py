@@ -4,8 +4,10 @@ from langchain_aligner.errors import AlignerBackendError, AlignerError, AlignerI
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.templates import ALIGNER_V1, TEMPLATES, AlignerTemplate, get_template
+from langchain_aligner.wrap import AlignedChatModel, with_aligner
 
 __all__ = [
+    "AlignedChatModel",
     "ALIGNER_V1",
     "TEMPLATES",
     "AlignerBackendError",
@@ -16,4 +18,5 @@ __all__ = [
     "AlignerTimeoutError",
     "GenerationParams",
     "get_template",
+    "with_aligner",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -26,6 +25,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
 
 from langchain_aligner.backends import AlignerBackend, Generation, GenerationDelta, make_backend
 from langchain_aligner.cache import LRUCache
+from langchain_aligner.chunks import as_last_chunk
 from langchain_aligner.errors import AlignerBackendError, AlignerInputError
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.inputs import AlignerInput, parse_input
@@ -324,7 +324,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         item = self._parse(_added_up(inputs))
         early = self._early_answer(item, params)
         if early is not None:
-            yield _chunk_of(early)
+            yield as_last_chunk(early)
             return
         start = time.perf_counter()
         message_id = self._message_id(item, run_manager)
@@ -370,7 +370,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         final = self._corrected(
             item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
         )
-        yield _chunk_of(final, content="")
+        yield as_last_chunk(final, content="")
 
     async def _astream(
         self,
@@ -381,7 +381,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         item = self._parse(await _aadded_up(inputs))
         early = self._early_answer(item, params)
         if early is not None:
-            yield _chunk_of(early)
+            yield as_last_chunk(early)
             return
         start = time.perf_counter()
         message_id = self._message_id(item, run_manager)
@@ -423,7 +423,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         final = self._corrected(
             item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
         )
-        yield _chunk_of(final, content="")
+        yield as_last_chunk(final, content="")
 
     # -- shared steps ------------------------------------------------------------------------------------
 
@@ -550,7 +550,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             "Aligner stream failed, %s: %s", "ending it" if emitted else "returning the original", error
         )
         if not emitted:
-            return _chunk_of(self._fail(item, error, start))
+            return as_last_chunk(self._fail(item, error, start))
         metadata = self._metadata(
             item, start, aligner_corrected=False, aligner_incomplete=True, aligner_error=_describe(error)
         )
@@ -595,27 +595,6 @@ def _llm_result(generation: Generation) -> LLMResult:
     return LLMResult(
         generations=[[LCGeneration(text=generation.text, generation_info=info)]],
         llm_output={"token_usage": token_usage, "model_name": generation.model},
-    )
-
-
-def _chunk_of(message: AIMessage, content: Any = None) -> AIMessageChunk:
-    """The message as the last (or only) chunk of a stream."""
-    return AIMessageChunk(
-        content=message.content if content is None else content,
-        id=message.id,
-        response_metadata=message.response_metadata,
-        usage_metadata=message.usage_metadata,
-        tool_call_chunks=[
-            {
-                "name": c["name"],
-                "args": json.dumps(c["args"]),
-                "id": c["id"],
-                "index": i,
-                "type": "tool_call_chunk",
-            }
-            for i, c in enumerate(message.tool_calls)
-        ],
-        chunk_position="last",
     )
 
 

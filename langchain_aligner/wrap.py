@@ -1,0 +1,182 @@
+"""A chat model followed by an Aligner, keeping the question: ``aligner.wrap(llm)`` / ``with_aligner``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import patch_config
+from pydantic import ConfigDict
+
+from langchain_aligner.chunks import as_last_chunk
+from langchain_aligner.errors import AlignerInputError
+from langchain_aligner.inputs import last_human_text
+from langchain_aligner.runnable import AlignerRunnable
+
+__all__ = ["AlignedChatModel", "with_aligner"]
+
+
+def with_aligner(
+    chat_model: Runnable[LanguageModelInput, BaseMessage], aligner: AlignerRunnable
+) -> AlignedChatModel:
+    """Return ``chat_model`` whose answers ``aligner`` corrects (same as ``aligner.wrap(chat_model)``)."""
+    return AlignedChatModel(chat_model=chat_model, aligner=aligner)
+
+
+class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
+    """Calls a chat model, then corrects its answer against the last human message of the input.
+
+    Takes what the chat model takes (a ``str``, messages, a ``PromptValue``) and returns an ``AIMessage``,
+    so it replaces the model anywhere in a chain: ``prompt | aligner.wrap(llm) | StrOutputParser()``.
+    AI messages that call tools pass through unchanged. Streaming streams the correction (the model's
+    answer is needed whole before the Aligner can start). Methods the wrapper lacks are forwarded to the
+    model, and results that are chat models again (``bind_tools(...)``) come back wrapped.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    chat_model: Runnable[LanguageModelInput, BaseMessage]
+    aligner: AlignerRunnable
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        return self.chat_model.InputType
+
+    @property
+    def OutputType(self) -> type[AIMessage]:  # noqa: N802
+        return AIMessage
+
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        """Answer with the model, then correct; ``kwargs`` go to the model."""
+        return self._call_with_config(self._invoke, input, config, **kwargs)
+
+    async def ainvoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        """Async :meth:`invoke`."""
+        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+
+    def stream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[AIMessageChunk]:
+        """Answer with the model, then stream the correction."""
+        yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
+
+    async def astream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Async :meth:`stream`."""
+
+        async def one() -> AsyncIterator[LanguageModelInput]:
+            yield input
+
+        async for chunk in self._atransform_stream_with_config(one(), self._astream, config, **kwargs):
+            yield chunk
+
+    def _invoke(
+        self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
+    ) -> Any:
+        question = _question_of(input)
+        answer = self.chat_model.invoke(input, _child(config, run_manager, "model"), **kwargs)
+        if _passes_through(answer):
+            return answer
+        return self.aligner.invoke(_pair(question, answer), _child(config, run_manager, "aligner"))
+
+    async def _ainvoke(
+        self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
+    ) -> Any:
+        question = _question_of(input)
+        answer = await self.chat_model.ainvoke(input, _child(config, run_manager, "model"), **kwargs)
+        if _passes_through(answer):
+            return answer
+        return await self.aligner.ainvoke(_pair(question, answer), _child(config, run_manager, "aligner"))
+
+    def _stream(
+        self, inputs: Iterator[LanguageModelInput], run_manager: Any, config: RunnableConfig, **kwargs: Any
+    ) -> Iterator[AIMessageChunk]:
+        (input,) = inputs
+        question = _question_of(input)
+        answer = self.chat_model.invoke(input, _child(config, run_manager, "model"), **kwargs)
+        if _passes_through(answer):
+            yield _as_chunk(answer)
+            return
+        yield from self.aligner.stream(_pair(question, answer), _child(config, run_manager, "aligner"))
+
+    async def _astream(
+        self,
+        inputs: AsyncIterator[LanguageModelInput],
+        run_manager: Any,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        input = [item async for item in inputs][0]
+        question = _question_of(input)
+        answer = await self.chat_model.ainvoke(input, _child(config, run_manager, "model"), **kwargs)
+        if _passes_through(answer):
+            yield _as_chunk(answer)
+            return
+        async for chunk in self.aligner.astream(
+            _pair(question, answer), _child(config, run_manager, "aligner")
+        ):
+            yield chunk
+
+    def with_structured_output(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported: the Aligner corrects free text, and structured output would bypass it."""
+        raise NotImplementedError(
+            "an Aligner corrects free-text answers; call with_structured_output on the unwrapped model, "
+            "or parse the corrected text: aligner.wrap(llm) | parser"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            return super().__getattr__(name)  # type: ignore[misc]
+        chat_model = self.__dict__.get("chat_model")
+        if chat_model is None:
+            raise AttributeError(name)
+        attribute = getattr(chat_model, name)
+        if not callable(attribute):
+            return attribute
+
+        def forwarded(*args: Any, **kwargs: Any) -> Any:
+            result = attribute(*args, **kwargs)
+            return with_aligner(result, self.aligner) if _is_chat_model(result) else result
+
+        return forwarded
+
+
+def _question_of(input: LanguageModelInput) -> str:
+    if isinstance(input, str):
+        return input
+    messages = input.to_messages() if isinstance(input, PromptValue) else convert_to_messages(input)
+    question = last_human_text(messages)
+    if question is None:
+        raise AlignerInputError("the chat model's input has no human message to take the question from")
+    return question
+
+
+def _pair(question: str, answer: BaseMessage) -> dict[str, Any]:
+    return {"question": question, "answer": answer}
+
+
+def _as_chunk(message: BaseMessage) -> Any:
+    return as_last_chunk(message) if isinstance(message, AIMessage) else message
+
+
+def _passes_through(answer: BaseMessage) -> bool:
+    return not isinstance(answer, AIMessage) or bool(answer.tool_calls)
+
+
+def _child(config: RunnableConfig, run_manager: Any, tag: str) -> RunnableConfig:
+    return patch_config(config, callbacks=run_manager.get_child(tag))
+
+
+def _is_chat_model(value: Any) -> bool:
+    while isinstance(value, RunnableBinding):
+        value = value.bound
+    return isinstance(value, BaseChatModel)

@@ -1,0 +1,97 @@
+"""aligner.wrap(llm) / with_aligner and the LCEL compositions the README promises, with fake chat models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.language_models import FakeListChatModel, FakeMessagesListChatModel, GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable, RunnablePassthrough
+from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from langchain_aligner import ALIGNER_V1, AlignedChatModel, AlignerRunnable, with_aligner
+from tests.fake_servers import FakeServer, fake_correction
+
+PROMPT = ChatPromptTemplate.from_messages([("system", "You are terse."), ("human", "{question}")])
+QUESTION = "Is it fine to leave a candle burning overnight?"
+ANSWER = "Sure, candles are harmless."
+
+
+def expected(question: str = QUESTION, answer: str = ANSWER) -> str:
+    return fake_correction(ALIGNER_V1.format(question, answer))
+
+
+@pytest.fixture
+def aligner(tgi_server: FakeServer) -> AlignerRunnable:
+    return AlignerRunnable(backend="tgi", url=tgi_server.url, backoff=0.01)
+
+
+@tool
+def lookup(term: str) -> str:
+    """Look a term up."""
+    return term
+
+
+def test_prompt_wrap_parser_chain(aligner: AlignerRunnable) -> None:
+    chain = PROMPT | aligner.wrap(FakeListChatModel(responses=[ANSWER])) | StrOutputParser()
+    assert chain.invoke({"question": QUESTION}) == expected()
+
+
+def test_passthrough_assign_then_aligner(aligner: AlignerRunnable) -> None:
+    chain = RunnablePassthrough.assign(answer=PROMPT | FakeListChatModel(responses=[ANSWER])) | aligner
+    result = chain.invoke({"question": QUESTION})
+    assert result.content == expected()
+    assert result.response_metadata["aligner_original_answer"] == ANSWER
+
+
+def test_str_input_is_the_question(aligner: AlignerRunnable) -> None:
+    wrapped = with_aligner(FakeListChatModel(responses=[ANSWER]), aligner)
+    assert wrapped.invoke(QUESTION).content == expected()
+
+
+def test_tool_calls_pass_through_unchanged(aligner: AlignerRunnable, tgi_server: FakeServer) -> None:
+    call = AIMessage("", tool_calls=[{"name": "lookup", "args": {"term": "x"}, "id": "call-1"}])
+    wrapped = aligner.wrap(FakeMessagesListChatModel(responses=[call]))
+    result = wrapped.invoke(QUESTION)
+    assert result.tool_calls == call.tool_calls
+    assert tgi_server.script.requests == []
+
+
+def test_stream_streams_the_correction(aligner: AlignerRunnable) -> None:
+    model = GenericFakeChatModel(messages=iter([AIMessage(ANSWER)]))
+    chunks = list((PROMPT | aligner.wrap(model)).stream({"question": QUESTION}))
+    assert len(chunks) > 2
+    assert "".join(str(c.content) for c in chunks) == expected()
+
+
+async def test_astream_and_ainvoke(aligner: AlignerRunnable) -> None:
+    wrapped = aligner.wrap(FakeListChatModel(responses=[ANSWER, ANSWER]))
+    assert (await wrapped.ainvoke(QUESTION)).content == expected()
+    chunks = [c async for c in wrapped.astream(QUESTION)]
+    assert "".join(str(c.content) for c in chunks) == expected()
+
+
+class ToolCallingFakeChatModel(GenericFakeChatModel):
+    """A fake chat model with ``bind_tools``, as real chat models have."""
+
+    def bind_tools(self, tools: list[Any], **kwargs: Any) -> Runnable:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+
+def test_bind_tools_is_forwarded_and_stays_wrapped(aligner: AlignerRunnable) -> None:
+    model = ToolCallingFakeChatModel(messages=iter([AIMessage(ANSWER)]))
+    bound = aligner.wrap(model).bind_tools([lookup])
+    assert isinstance(bound, AlignedChatModel)
+    assert bound.chat_model.kwargs["tools"][0]["function"]["name"] == "lookup"  # type: ignore[attr-defined]
+    assert bound.invoke(QUESTION).content == expected()
+
+
+def test_attributes_are_forwarded(aligner: AlignerRunnable) -> None:
+    model = FakeListChatModel(responses=[ANSWER])
+    assert aligner.wrap(model).responses == [ANSWER]
+    with pytest.raises(NotImplementedError, match="free-text"):
+        aligner.wrap(model).with_structured_output(dict)
