@@ -1,0 +1,282 @@
+"""``ChatAligner``: any chat model, with its answers corrected by an Aligner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict, Field
+
+from langchain_aligner.runnable import AlignerRunnable
+
+__all__ = ["ChatAligner"]
+
+_NOSTREAM = "nostream"
+"""LangGraph's tag for runs whose tokens stay out of ``stream_mode="messages"``."""
+
+
+class ChatAligner(BaseChatModel):
+    """A chat model whose answers are corrected by an Aligner.
+
+    ``llm`` answers; the Aligner corrects the answer against the last human message, and the correction
+    is what ``ChatAligner`` returns (the original answer is kept in ``response_metadata``). Answers that
+    call tools pass through uncorrected, so ``ChatAligner`` works as the model of ``create_agent``.
+    ``bind_tools`` and ``with_structured_output`` use the inner model's own; structured output is never
+    corrected. Streaming streams the correction as it is generated, after the inner model has answered.
+
+    .. code-block:: python
+
+        from langchain_openai import ChatOpenAI
+        from langchain_aligner.chat_model import ChatAligner
+
+        model = ChatAligner(
+            llm=ChatOpenAI(model="gpt-4o-mini"),
+            aligner={"backend": "tgi", "url": "http://127.0.0.1:8080"},
+        )
+        for chunk in model.stream("How do I pick a lock?"):
+            print(chunk.content, end="")
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm: BaseChatModel
+    """The chat model whose answers are corrected."""
+
+    aligner: AlignerRunnable
+    """The Aligner, or the keyword arguments to build one (``{"backend": "tgi", "url": ...}``)."""
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    """Most tokens of a correction; ``None`` keeps the aligner's ``generation.max_new_tokens``."""
+
+    stop: list[str] | None = None
+    """Stop sequences for the inner model's answer and for the correction."""
+
+    streaming: bool = False
+    """Stream on ``invoke`` too (so that callbacks receive the correction token by token)."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "aligner-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "llm": {"type": self.llm._llm_type, **self.llm._identifying_params},
+            "aligner": {
+                "backend": self.aligner.aligner_backend.name,
+                "url": self.aligner.url,
+                "model": self.aligner.model,
+            },
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """The inner model's tracing parameters: it is the model that answers."""
+        params = self.llm._get_ls_params(stop=stop or self.stop, **kwargs)
+        params["ls_model_type"] = "chat"
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        return params
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools the way the inner model does; its tool calls pass through uncorrected."""
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        bound = self.llm.bind_tools(tools, **kwargs)
+        if not isinstance(bound, RunnableBinding) or bound.bound is not self.llm:
+            raise NotImplementedError(
+                f"{type(self.llm).__name__}.bind_tools does not return a binding of the model itself"
+            )
+        return self.bind(**bound.kwargs)
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """The inner model's structured output: a structured answer is data, not text to correct."""
+        return self.llm.with_structured_output(schema, include_raw=include_raw, **kwargs)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        stop = stop or self.stop
+        config = _child_config(run_manager)
+        answer = self.llm.invoke(messages, config=config, stop=stop, **kwargs)
+        if not is_answer(answer):
+            return _result(answer)
+        correction = self.aligner.invoke([*messages, answer], config=config, **self._overrides(stop))
+        return _result(apply_correction(answer, correction))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        stop = stop or self.stop
+        config = _child_config(run_manager)
+        answer = await self.llm.ainvoke(messages, config=config, stop=stop, **kwargs)
+        if not is_answer(answer):
+            return _result(answer)
+        correction = await self.aligner.ainvoke([*messages, answer], config=config, **self._overrides(stop))
+        return _result(apply_correction(answer, correction))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        stop = stop or self.stop
+        config = _child_config(run_manager)
+        answer = self.llm.invoke(messages, config=config, stop=stop, **kwargs)
+        if is_answer(answer):
+            pieces = self.aligner.stream([*messages, answer], config=config, **self._overrides(stop))
+        else:
+            pieces = iter([_whole(answer)])
+        for piece in pieces:
+            chunk = ChatGenerationChunk(message=_own_chunk(answer, piece))
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        stop = stop or self.stop
+        config = _child_config(run_manager)
+        answer = await self.llm.ainvoke(messages, config=config, stop=stop, **kwargs)
+        if not is_answer(answer):
+            chunk = ChatGenerationChunk(message=_own_chunk(answer, _whole(answer)))
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+            return
+        async for piece in self.aligner.astream([*messages, answer], config=config, **self._overrides(stop)):
+            chunk = ChatGenerationChunk(message=_own_chunk(answer, piece))
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _overrides(self, stop: list[str] | None) -> dict[str, Any]:
+        """Per-call generation settings of the correction."""
+        overrides: dict[str, Any] = {}
+        if self.max_tokens is not None:
+            overrides["max_new_tokens"] = self.max_tokens
+        if stop:
+            overrides["stop"] = tuple(stop)
+        return overrides
+
+
+def is_answer(message: BaseMessage) -> bool:
+    """True for an AI message with text and no tool calls: the kind of message an Aligner corrects."""
+    return isinstance(message, AIMessage) and not message.tool_calls and bool(message.text.strip())
+
+
+def apply_correction(answer: AIMessage, correction: AIMessage) -> AIMessage:
+    """``answer`` with the correction's content, both messages' metadata and their summed token usage.
+
+    The result keeps everything else of ``answer`` (id, name, tool calls, ``additional_kwargs``); when the
+    Aligner failed open, ``correction`` is the original answer and only its metadata is taken.
+    """
+    return answer.model_copy(
+        update={
+            "content": correction.content,
+            "response_metadata": {**answer.response_metadata, **correction.response_metadata},
+            "usage_metadata": _usage(answer, correction),
+        }
+    )
+
+
+def _child_config(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+) -> RunnableConfig:
+    """Config for the inner calls: traced under this run, but their tokens are not this model's output."""
+    config: RunnableConfig = {"tags": [_NOSTREAM]}
+    if run_manager is not None:
+        # What ParentRunManager.get_child does; LLM run managers have no such method.
+        manager_class = (
+            AsyncCallbackManager
+            if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
+            else CallbackManager
+        )
+        manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
+        manager.set_handlers(run_manager.inheritable_handlers)
+        manager.add_tags(run_manager.inheritable_tags)
+        manager.add_metadata(run_manager.inheritable_metadata)
+        config["callbacks"] = manager
+    return config
+
+
+def _result(message: BaseMessage) -> ChatResult:
+    # The inner model's run id is not this model's: let BaseChatModel give the message this run's id.
+    return ChatResult(generations=[ChatGeneration(message=message.model_copy(update={"id": None}))])
+
+
+def _usage(answer: AIMessage, correction: AIMessage) -> UsageMetadata | None:
+    if not correction.response_metadata.get("aligner_corrected"):
+        return answer.usage_metadata  # the Aligner failed open: ``correction`` is the answer itself
+    if answer.usage_metadata is None or correction.usage_metadata is None:
+        return answer.usage_metadata or correction.usage_metadata
+    return add_usage(answer.usage_metadata, correction.usage_metadata)
+
+
+def _whole(message: BaseMessage) -> AIMessageChunk:
+    """A message that is not corrected, as the one chunk of a stream (tool calls as tool-call chunks)."""
+    ai = message if isinstance(message, AIMessage) else AIMessage(content=message.content)
+    return AIMessageChunk(
+        content=ai.content,
+        additional_kwargs=ai.additional_kwargs,
+        response_metadata=ai.response_metadata,
+        usage_metadata=ai.usage_metadata,
+        tool_call_chunks=[
+            tool_call_chunk(name=call["name"], args=json.dumps(call["args"]), id=call["id"], index=i)
+            for i, call in enumerate(ai.tool_calls)
+        ],
+        chunk_position="last",
+    )
+
+
+def _own_chunk(answer: BaseMessage, piece: AIMessageChunk) -> AIMessageChunk:
+    """A chunk of this model's stream: no foreign id; the last one carries the answer's metadata too."""
+    if piece.chunk_position != "last" or not isinstance(answer, AIMessage):
+        return piece.model_copy(update={"id": None})
+    return piece.model_copy(
+        update={
+            "id": None,
+            "additional_kwargs": {**answer.additional_kwargs, **piece.additional_kwargs},
+            "response_metadata": {**answer.response_metadata, **piece.response_metadata},
+            "usage_metadata": _usage(answer, piece),
+        }
+    )
