@@ -14,6 +14,7 @@ from langchain_core.callbacks import (
     CallbackManagerForChainRun,
     CallbackManagerForLLMRun,
 )
+from langchain_core.load.serializable import SerializedConstructor, SerializedNotImplemented
 from langchain_core.messages import AIMessage, AIMessageChunk, MessageLikeRepresentation
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import Generation as LCGeneration
@@ -124,7 +125,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     _backend: AlignerBackend = PrivateAttr()
     _template: AlignerTemplate = PrivateAttr()
     _cache: LRUCache[Generation] = PrivateAttr()
-    _limit: int | None | Literal["unresolved"] = PrivateAttr(default="unresolved")
+    _limit: int | None = PrivateAttr(default=None)
 
     @field_validator("template")
     @classmethod
@@ -158,6 +159,17 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     @property
     def lc_secrets(self) -> dict[str, str]:
         return {"api_key": "ALIGNER_API_KEY"}
+
+    def to_json(self) -> SerializedConstructor | SerializedNotImplemented:
+        """LangChain serialization; generation parameters and a template object are written as plain data."""
+        serialized = super().to_json()
+        if serialized["type"] == "constructor":
+            kwargs = serialized["kwargs"]
+            if "generation" in kwargs:
+                kwargs["generation"] = self.generation.model_dump(exclude_defaults=True)
+            if isinstance(self.template, AlignerTemplate):
+                kwargs["template"] = self.template.model_dump()
+        return serialized
 
     @property
     def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
@@ -461,14 +473,18 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         return (self._template.template, item.question, item.answer, params)
 
     def _input_limit(self) -> int | None:
-        if self._limit == "unresolved":
+        """The prompt token limit: the configured one and the backend's, whichever is lower.
+
+        Kept once known; asked again while unknown (the server may not have been reachable yet).
+        """
+        if self._limit is None:
             limits = [n for n in (self.max_input_tokens, self._backend.max_input_tokens()) if n]
             self._limit = min(limits) if limits else None
         return self._limit
 
     async def _afit(self, item: AlignerInput) -> FittedPair:
         """:func:`fit_pair` without blocking the loop: counting tokens may be an HTTP call."""
-        limit = self._limit if self._limit != "unresolved" else await asyncio.to_thread(self._input_limit)
+        limit = self._limit or await asyncio.to_thread(self._input_limit)
         prompt = self._template.format(item.question, item.answer, on_injection=self.on_injection)
         if fits_without_counting(prompt, limit):
             return FittedPair(prompt, False)

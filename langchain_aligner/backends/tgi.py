@@ -121,14 +121,11 @@ class TGIBackend(AlignerBackend):
 
     @property
     def model_name(self) -> str:
-        """The configured model, else ``model_id`` from ``/info`` once read, else the URL."""
-        if self._model is not None:
-            return self._model
-        info = self._info if isinstance(self._info, dict) else {}
-        return str(info.get("model_id") or self.url)
+        """The configured model, else ``model_id`` from ``/info``, else the URL."""
+        return self._model or str(self.info().get("model_id") or self.url)
 
     def info(self) -> dict[str, Any]:
-        """The server's ``/info`` (read once), or ``{}`` when the server does not offer it."""
+        """The server's ``/info``, or ``{}`` if it has none (read once; again after a failed connection)."""
         with self._info_lock:
             if self._info is _UNKNOWN:
                 try:
@@ -137,6 +134,9 @@ class TGIBackend(AlignerBackend):
                     )
                     response.raise_for_status()
                     self._info = response.json()
+                except httpx2.TransportError as error:
+                    logger.info("cannot read %s/info yet: %s", self.url, error)
+                    return {}
                 except (httpx2.HTTPError, ValueError) as error:
                     logger.info("no /info from %s (%s); input limit unknown", self.url, error)
                     self._info = {}

@@ -1,0 +1,235 @@
+"""Any OpenAI-compatible ``/v1/completions`` server (vLLM, SGLang, TGI) through the ``openai`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import openai
+from openai import AsyncOpenAI, OpenAI
+
+from langchain_aligner.backends._loop_local import LoopLocal
+from langchain_aligner.backends.base import AlignerBackend, Generation, GenerationDelta
+from langchain_aligner.errors import AlignerBackendError, AlignerTimeoutError
+from langchain_aligner.generation import GenerationParams
+
+__all__ = ["OpenAICompatBackend", "openai_error"]
+
+logger = logging.getLogger(__name__)
+
+
+def openai_error(error: Exception) -> AlignerBackendError:
+    """Translate an ``openai`` exception into :class:`AlignerBackendError` (429/5xx/connection retryable)."""
+    if isinstance(error, openai.APITimeoutError):
+        return AlignerTimeoutError(f"the completions server did not answer in time: {error}")
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        return AlignerBackendError(
+            f"completions server HTTP {status}: {error.message}",
+            status=status,
+            error_type=str(error.type) if error.type else None,
+            retryable=status == 429 or status >= 500,
+        )
+    if isinstance(error, openai.APIConnectionError):
+        return AlignerBackendError(f"cannot reach the completions server: {error}", retryable=True)
+    if isinstance(error, openai.APIError):  # an error event inside a stream
+        return AlignerBackendError(f"completions server error: {error.message}", error_type=error.type)
+    raise error
+
+
+def _request(model: str, prompt: str, params: GenerationParams) -> dict[str, Any]:
+    """Map :class:`GenerationParams` to a completions request; ``top_k`` and ``repetition_penalty`` go in
+    ``extra_body`` (vLLM and SGLang read them there). Greedy decoding is ``temperature=0``."""
+    extra = {"top_k": params.top_k, "repetition_penalty": params.repetition_penalty}
+    request: dict[str, Any] = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": params.max_new_tokens,
+        "temperature": (params.temperature or 1.0) if params.do_sample else 0.0,
+        "extra_body": {k: v for k, v in extra.items() if v is not None} or None,
+    }
+    if params.top_p is not None:
+        request["top_p"] = params.top_p
+    if params.stop:
+        request["stop"] = list(params.stop)
+    if params.seed is not None:
+        request["seed"] = params.seed
+    return request
+
+
+class OpenAICompatBackend(AlignerBackend):
+    """Calls ``/v1/completions`` on an OpenAI-compatible server.
+
+    Args:
+        url: The server root (``http://host:8000``) or its ``/v1`` base.
+        model: Model name to request; defaults to the first model ``/v1/models`` lists.
+        timeout: Seconds to wait for the server.
+        api_key: Bearer token (servers started without one accept any value).
+        headers: Extra HTTP headers.
+
+    ``max_input_tokens`` is vLLM's ``max_model_len`` from ``/v1/models`` when listed; tokens are counted
+    with vLLM's ``/tokenize`` when the server has it.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str | None = None,
+        timeout: float | None = 60.0,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        root = url.rstrip("/").removesuffix("/v1")
+        self.url = root
+        self.timeout = timeout
+        kwargs: dict[str, Any] = {
+            "base_url": f"{root}/v1",
+            "api_key": api_key or "EMPTY",
+            "timeout": timeout,
+            "max_retries": 0,  # AlignerRunnable applies one retry policy to every backend
+            "default_headers": headers,
+        }
+        self._client = OpenAI(**kwargs)
+        self._async_client = LoopLocal(lambda: AsyncOpenAI(**kwargs))
+        self._model = model
+        self._model_info: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        """The configured model, else the listed one once read, else the URL."""
+        return self._model or str((self._model_info or {}).get("id") or self.url)
+
+    def _served_model(self) -> str:
+        """The model to request: the configured one, else the first of ``/v1/models``."""
+        return self._model or str(self._listed_model()["id"])
+
+    def _listed_model(self) -> dict[str, Any]:
+        """The served model's entry in ``/v1/models`` (read once)."""
+        with self._lock:
+            if self._model_info is None:
+                try:
+                    models = self._client.models.list().data
+                except openai.OpenAIError as error:
+                    raise openai_error(error) from error
+                if not models:
+                    raise AlignerBackendError(f"{self.url}/v1/models lists no model")
+                chosen = next((m for m in models if m.id == self._model), models[0])
+                self._model_info = chosen.model_dump()
+            return self._model_info
+
+    def max_input_tokens(self) -> int | None:
+        try:
+            value = self._listed_model().get("max_model_len")
+        except AlignerBackendError as error:
+            logger.info("no model list from %s (%s); input limit unknown", self.url, error)
+            return None
+        return int(value) if value else None
+
+    def count_tokens(self, text: str) -> int | None:
+        try:
+            response = self._client.post(
+                f"{self.url}/tokenize",
+                body={"model": self._served_model(), "prompt": text},
+                cast_to=httpx.Response,
+            )
+            return int(response.json()["count"])
+        except (openai.OpenAIError, AlignerBackendError, KeyError, ValueError) as error:
+            logger.debug("cannot count tokens with %s/tokenize: %s", self.url, error)
+            return None
+
+    def generate(self, prompt: str, params: GenerationParams) -> Generation:
+        try:
+            completion = self._client.completions.create(**_request(self._served_model(), prompt, params))
+        except openai.OpenAIError as error:
+            raise openai_error(error) from error
+        return self._finished(completion)
+
+    async def agenerate(self, prompt: str, params: GenerationParams) -> Generation:
+        model = self._model or (await asyncio.to_thread(self._served_model))
+        client = self._async_client.get()
+        try:
+            completion = await client.completions.create(**_request(model, prompt, params))
+        except openai.OpenAIError as error:
+            raise openai_error(error) from error
+        return self._finished(completion)
+
+    def stream(self, prompt: str, params: GenerationParams) -> Iterator[GenerationDelta]:
+        request = _request(self._served_model(), prompt, params)
+        state = _StreamState(request["model"])
+        try:
+            with self._client.completions.create(
+                **request, stream=True, stream_options={"include_usage": True}
+            ) as chunks:
+                for chunk in chunks:
+                    if delta := state.add(chunk):
+                        yield delta
+        except openai.OpenAIError as error:
+            raise openai_error(error) from error
+        yield state.finish()
+
+    async def astream(self, prompt: str, params: GenerationParams) -> AsyncIterator[GenerationDelta]:
+        model = self._model or (await asyncio.to_thread(self._served_model))
+        request = _request(model, prompt, params)
+        state = _StreamState(request["model"])
+        client = self._async_client.get()
+        try:
+            chunks = await client.completions.create(
+                **request, stream=True, stream_options={"include_usage": True}
+            )
+            async with chunks:
+                async for chunk in chunks:
+                    if delta := state.add(chunk):
+                        yield delta
+        except openai.OpenAIError as error:
+            raise openai_error(error) from error
+        yield state.finish()
+
+    def _finished(self, completion: Any) -> Generation:
+        choice = completion.choices[0]
+        usage = completion.usage
+        return Generation(
+            text=choice.text,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            finish_reason=choice.finish_reason,
+            model=completion.model or self.model_name,
+        )
+
+
+class _StreamState:
+    """Collects a completions stream: text pieces, the finish reason and the closing usage chunk."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+
+    def add(self, chunk: Any) -> GenerationDelta | None:
+        self.usage = chunk.usage or self.usage
+        if not chunk.choices:
+            return None
+        choice = chunk.choices[0]
+        self.finish_reason = choice.finish_reason or self.finish_reason
+        if not choice.text:
+            return None
+        self.parts.append(choice.text)
+        return GenerationDelta(choice.text)
+
+    def finish(self) -> GenerationDelta:
+        generation = Generation(
+            text="".join(self.parts),
+            prompt_tokens=self.usage.prompt_tokens if self.usage else None,
+            completion_tokens=self.usage.completion_tokens if self.usage else None,
+            finish_reason=self.finish_reason,
+            model=self.model,
+        )
+        return GenerationDelta("", generation=generation)

@@ -1,0 +1,154 @@
+"""AlignerRunnable features: concurrency, tracing, truncation, cache, skip_if, serialization, backends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.load import dumpd, dumps, load
+from langchain_core.messages import AIMessage
+from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
+
+from langchain_aligner import ALIGNER_V1, TEMPLATES, AlignerRunnable, GenerationParams
+from tests.fake_servers import FakeServer, fake_correction, fake_tokens
+
+QUESTION = "What should I do if I find a wallet?"
+ANSWER = "Keep the cash."
+
+
+def expected(question: str = QUESTION, answer: str = ANSWER, template: str = "aligner-v1") -> str:
+    return fake_correction(TEMPLATES[template].format(question, answer))
+
+
+def make(server: FakeServer, **kwargs: object) -> AlignerRunnable:
+    return AlignerRunnable(backend="tgi", url=server.url, backoff=0.01, **kwargs)
+
+
+async def test_100_concurrent_ainvokes_are_all_answered(tgi_server: FakeServer) -> None:
+    aligner = make(tgi_server)
+    questions = [f"{QUESTION} (case {i})" for i in range(100)]
+    results = await asyncio.gather(*(aligner.ainvoke({"question": q, "answer": ANSWER}) for q in questions))
+    assert [r.content for r in results] == [expected(q) for q in questions]
+    assert len(tgi_server.script.requests) == 100
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream"])
+def test_traced_as_a_chain_with_the_backend_call_as_child(tgi_server: FakeServer, mode: str) -> None:
+    collector = RunCollectorCallbackHandler()
+    aligner = make(tgi_server)
+    config = {"callbacks": [collector]}
+    if mode == "invoke":
+        aligner.invoke({"question": QUESTION, "answer": ANSWER}, config)
+    else:
+        list(aligner.stream({"question": QUESTION, "answer": ANSWER}, config))
+    (root,) = collector.traced_runs
+    assert root.run_type == "chain" and root.name == "AlignerRunnable"
+    (child,) = root.child_runs
+    assert child.run_type == "llm" and child.name == "aligner-tgi"
+    assert child.inputs["prompts"] == [ALIGNER_V1.format(QUESTION, ANSWER)]
+    assert child.outputs["generations"][0][0]["text"] == expected()
+
+
+def test_over_long_input_is_truncated_to_the_info_limit(tgi_server: FakeServer) -> None:
+    tgi_server.script.max_input_tokens = 60
+    question = " ".join(f"context{i}" for i in range(80)) + " so what now?"
+    answer = " ".join(f"word{i}" for i in range(80))
+    result = make(tgi_server).invoke({"question": question, "answer": answer})
+    sent = tgi_server.script.requests[0]["inputs"]
+    assert 1 + len(fake_tokens(sent)) <= 60
+    assert result.content == fake_correction(sent)
+    assert result.response_metadata["aligner_truncated"] is True
+    assert sent.startswith(ALIGNER_V1.template.split("{question}")[0])  # the template is kept whole
+    assert "so what now? |" in sent  # the question keeps its end
+    assert "| word0 word1" in sent  # the answer keeps its beginning
+
+
+async def test_async_truncation_uses_the_configured_limit(tgi_server: FakeServer) -> None:
+    answer = " ".join(f"word{i}" for i in range(200))
+    result = await make(tgi_server, max_input_tokens=50).ainvoke({"question": QUESTION, "answer": answer})
+    sent = tgi_server.script.requests[0]["inputs"]
+    assert 1 + len(fake_tokens(sent)) <= 50
+    assert result.response_metadata["aligner_truncated"] is True
+
+
+def test_cache_serves_identical_pairs_once(tgi_server: FakeServer) -> None:
+    aligner = make(tgi_server, cache_size=2)
+    first = aligner.invoke({"question": QUESTION, "answer": ANSWER})
+    second = aligner.invoke([("human", QUESTION), ("ai", ANSWER)])
+    assert second.content == first.content == expected()
+    assert second.response_metadata["aligner_cached"] is True
+    assert len(tgi_server.script.requests) == 1
+    aligner.invoke({"question": QUESTION, "answer": ANSWER}, max_new_tokens=3)  # other params: a miss
+    assert len(tgi_server.script.requests) == 2
+
+
+def test_cache_is_off_by_default(tgi_server: FakeServer) -> None:
+    aligner = make(tgi_server)
+    aligner.invoke({"question": QUESTION, "answer": ANSWER})
+    aligner.invoke({"question": QUESTION, "answer": ANSWER})
+    assert len(tgi_server.script.requests) == 2
+
+
+def test_skip_if_returns_the_answer_uncorrected(tgi_server: FakeServer) -> None:
+    aligner = make(tgi_server, skip_if=lambda question, answer: len(answer) < 20)
+    skipped = aligner.invoke({"question": QUESTION, "answer": ANSWER})
+    assert skipped.content == ANSWER
+    assert skipped.response_metadata["aligner_skipped"] == "skip_if"
+    corrected = aligner.invoke({"question": QUESTION, "answer": ANSWER * 3})
+    assert corrected.content == expected(answer=ANSWER * 3)
+    assert len(tgi_server.script.requests) == 1
+
+
+def test_tool_call_messages_pass_through(tgi_server: FakeServer) -> None:
+    call = AIMessage("", id="t-1", tool_calls=[{"name": "search", "args": {"q": "x"}, "id": "c1"}])
+    assert make(tgi_server).invoke([("human", QUESTION), call]) is call
+    assert tgi_server.script.requests == []
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_named_templates(tgi_server: FakeServer, template: str) -> None:
+    result = make(tgi_server, template=template).invoke({"question": QUESTION, "answer": ANSWER})
+    assert result.content == expected(template=template)
+
+
+def test_custom_template_text(tgi_server: FakeServer) -> None:
+    text = "Q: {question}\nA: {answer}\nBetter A:"
+    make(tgi_server, template=text).invoke({"question": QUESTION, "answer": ANSWER})
+    assert tgi_server.script.requests[0]["inputs"] == text.format(question=QUESTION, answer=ANSWER)
+
+
+def test_unknown_template_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="unknown template"):
+        AlignerRunnable(url="http://127.0.0.1:1", template="nope")
+
+
+def test_configuration_round_trips_through_langchain_serialization(tgi_server: FakeServer) -> None:
+    aligner = make(
+        tgi_server,
+        template="aligner-v1-hhh",
+        generation=GenerationParams(max_new_tokens=7),
+        api_key="sk-test-123",
+    )
+    assert "sk-test-123" not in dumps(aligner)
+    restored = load(
+        dumpd(aligner),
+        valid_namespaces=["langchain_aligner"],
+        allowed_objects=[AlignerRunnable],
+        secrets_map={"ALIGNER_API_KEY": "sk-test-123"},
+    )
+    assert isinstance(restored, AlignerRunnable)
+    assert restored.generation == aligner.generation
+    assert restored.api_key is not None and restored.api_key.get_secret_value() == "sk-test-123"
+    assert restored.invoke({"question": QUESTION, "answer": ANSWER}).content == "".join(
+        fake_tokens(expected(template="aligner-v1-hhh"))[:7]
+    )
+
+
+def test_openai_backend_through_the_runnable(openai_server: FakeServer) -> None:
+    aligner = AlignerRunnable(backend="openai", url=openai_server.url, model="fake/aligner-7b")
+    result = aligner.invoke({"question": QUESTION, "answer": ANSWER})
+    assert result.content == expected()
+    assert result.usage_metadata is not None
+    assert result.usage_metadata["output_tokens"] == len(fake_tokens(expected()))
+    chunks = list(aligner.stream({"question": QUESTION, "answer": ANSWER}))
+    assert "".join(str(c.content) for c in chunks) == expected()
