@@ -207,13 +207,15 @@ def is_answer(message: BaseMessage) -> bool:
 def apply_correction(answer: AIMessage, correction: AIMessage) -> AIMessage:
     """``answer`` with the correction's content, both messages' metadata and their summed token usage.
 
-    The result keeps everything else of ``answer`` (id, name, tool calls, ``additional_kwargs``); when the
-    Aligner failed open, ``correction`` is the original answer and only its metadata is taken.
+    The result keeps everything else of ``answer`` (id, name, tool calls, ``additional_kwargs``). In
+    ``response_metadata`` the answer's own keys (``model_name``, ``finish_reason``, ...) win: they describe
+    the model that answered; the Aligner's are the ``aligner_*`` keys. When the Aligner failed open,
+    ``correction`` is the original answer and only its ``aligner_*`` metadata is new.
     """
     return answer.model_copy(
         update={
             "content": correction.content,
-            "response_metadata": {**answer.response_metadata, **correction.response_metadata},
+            "response_metadata": {**correction.response_metadata, **answer.response_metadata},
             "usage_metadata": _usage(answer, correction),
         }
     )
@@ -276,7 +278,7 @@ def _own_chunk(answer: BaseMessage, piece: AIMessageChunk) -> AIMessageChunk:
         update={
             "id": None,
             "additional_kwargs": {**answer.additional_kwargs, **piece.additional_kwargs},
-            "response_metadata": {**answer.response_metadata, **piece.response_metadata},
+            "response_metadata": {**piece.response_metadata, **answer.response_metadata},
             "usage_metadata": _usage(answer, piece),
         }
     )
