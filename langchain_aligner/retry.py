@@ -60,5 +60,5 @@ async def acall_with_retries(
     async def attempt() -> T:  # AsyncRetrying needs a coroutine function, not a lambda returning a coroutine
         return await fn()
 
-    result = await retrying(attempt)
+    result: T = await retrying(attempt)
     return result, retrying.statistics.get("attempt_number", 1)

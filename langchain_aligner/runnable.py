@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -196,13 +196,23 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         self, input: AlignerRunnableInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
         """Correct one answer. ``kwargs`` override :class:`GenerationParams` fields for this call."""
-        return self._call_with_config(self._correct, input, config, params=self._params(kwargs))
+        return self._call_with_config(
+            self._correct,  # type: ignore[arg-type]  # takes params as a keyword
+            input,
+            config,
+            params=self._params(kwargs),
+        )
 
     async def ainvoke(
         self, input: AlignerRunnableInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
         """Async :meth:`invoke`."""
-        return await self._acall_with_config(self._acorrect, input, config, params=self._params(kwargs))
+        return await self._acall_with_config(
+            self._acorrect,  # type: ignore[arg-type]  # takes params as a keyword
+            input,
+            config,
+            params=self._params(kwargs),
+        )
 
     def _correct(
         self,
@@ -313,18 +323,20 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     ) -> Iterator[AIMessageChunk]:
         """Stream the correction of a streamed input (the input pieces are added up first)."""
         params = self._params(kwargs)
-        yield from self._transform_stream_with_config(
+        chunks = self._transform_stream_with_config(
             input, lambda inputs, run_manager: self._stream(inputs, run_manager, params), config
         )
+        yield from cast(Iterator[AIMessageChunk], chunks)
 
     async def atransform(
         self, input: AsyncIterator[AlignerRunnableInput], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[AIMessageChunk]:
         """Async :meth:`transform`."""
         params = self._params(kwargs)
-        async for chunk in self._atransform_stream_with_config(
+        chunks = self._atransform_stream_with_config(
             input, lambda inputs, run_manager: self._astream(inputs, run_manager, params), config
-        ):
+        )
+        async for chunk in cast(AsyncIterator[AIMessageChunk], chunks):
             yield chunk
 
     def _stream(

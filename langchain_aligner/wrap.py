@@ -47,30 +47,30 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         return self.chat_model.InputType
 
     @property
-    def OutputType(self) -> type[AIMessage]:  # noqa: N802
-        return AIMessage
+    def OutputType(self) -> type[BaseMessage]:  # noqa: N802
+        return BaseMessage
 
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AIMessage:
+    ) -> BaseMessage:
         """Answer with the model, then correct; ``kwargs`` go to the model."""
         return self._call_with_config(self._invoke, input, config, **kwargs)
 
     async def ainvoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AIMessage:
+    ) -> BaseMessage:
         """Async :meth:`invoke`."""
         return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
 
     def stream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[AIMessageChunk]:
+    ) -> Iterator[BaseMessage]:
         """Answer with the model, then stream the correction."""
         yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
 
     async def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AsyncIterator[AIMessageChunk]:
+    ) -> AsyncIterator[BaseMessage]:
         """Async :meth:`stream`."""
 
         async def one() -> AsyncIterator[LanguageModelInput]:

@@ -153,7 +153,7 @@ class OpenAICompatBackend(AlignerBackend):
         return self._finished(completion)
 
     async def agenerate(self, prompt: str, params: GenerationParams) -> Generation:
-        model = self._model or (await asyncio.to_thread(self._served_model))
+        model = await asyncio.to_thread(self._served_model) if self._model is None else self._model
         client = self._async_client.get()
         try:
             completion = await client.completions.create(**_request(model, prompt, params))
@@ -176,7 +176,7 @@ class OpenAICompatBackend(AlignerBackend):
         yield state.finish()
 
     async def astream(self, prompt: str, params: GenerationParams) -> AsyncIterator[GenerationDelta]:
-        model = self._model or (await asyncio.to_thread(self._served_model))
+        model = await asyncio.to_thread(self._served_model) if self._model is None else self._model
         request = _request(model, prompt, params)
         state = _StreamState(request["model"])
         client = self._async_client.get()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,14 +78,14 @@ class TransformersBackend(AlignerBackend):
         with self._generate_lock:
             output = self._run(model, tokenizer, params, inputs)
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
-        text = tokenizer.decode(new_tokens, skip_special_tokens=True)
+        text = str(tokenizer.decode(new_tokens, skip_special_tokens=True))
         kept = cut_at_stop(text, params.stop)
         return self._generation(kept, inputs, len(new_tokens), params, stopped=kept != text)
 
     async def agenerate(self, prompt: str, params: GenerationParams) -> Generation:
         return await asyncio.to_thread(self.generate, prompt, params)
 
-    def stream(self, prompt: str, params: GenerationParams) -> Iterator[GenerationDelta]:
+    def stream(self, prompt: str, params: GenerationParams) -> Generator[GenerationDelta, None, None]:
         from transformers import TextIteratorStreamer
 
         model, tokenizer = self.load()
@@ -169,8 +169,9 @@ class TransformersBackend(AlignerBackend):
         try:
             import torch
 
+            generate: Any = model.generate
             with torch.inference_mode():
-                return model.generate(**inputs, **kwargs)
+                return generate(**inputs, **kwargs)
         except Exception as error:
             raise _backend_error(error) from error
 
