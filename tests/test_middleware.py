@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain.agents.structured_output import ToolStrategy
+from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from pydantic import BaseModel
 
-from langchain_aligner.errors import AlignerBackendError
+from langchain_aligner.errors import AlignerBackendError, AlignerInputError
 from langchain_aligner.middleware import AlignerMiddleware
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.templates import ALIGNER_V1
@@ -183,6 +183,27 @@ def test_structured_response_turn_passes_through(tgi_server: FakeServer) -> None
     assert result["structured_response"] == Sum(value=5)
     assert result["messages"][3].content == "Here is the structured result."
     assert tgi_server.script.requests == []
+
+
+def test_provider_structured_answer_passes_through(tgi_server: FakeServer) -> None:
+    # A JSON answer without tool calls looks like a final answer: only its structured response marks it.
+    model = ScriptedChatModel(script=[AIMessage('{"value": 5}', id="turn-1")])
+    agent = create_agent(
+        model,
+        [add],
+        middleware=[AlignerMiddleware(tgi_aligner(tgi_server))],
+        response_format=ProviderStrategy(Sum),
+    )
+    result = agent.invoke({"messages": [HumanMessage(QUESTION)]})
+    assert result["structured_response"] == Sum(value=5)
+    assert result["messages"][-1].content == '{"value": 5}'
+    assert tgi_server.script.requests == []
+
+
+def test_answer_without_a_question_is_refused(tgi_server: FakeServer) -> None:
+    agent = agent_with(tgi_server, ScriptedChatModel(script=[AIMessage("Hello.", id="turn-1")]))
+    with pytest.raises(AlignerInputError, match="human message"):
+        agent.invoke({"messages": [AIMessage("Say hello.")]})
 
 
 def unreachable_url() -> str:
