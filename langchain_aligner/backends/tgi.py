@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
-from huggingface_hub import AsyncInferenceClient, InferenceClient, get_session
+from huggingface_hub import AsyncInferenceClient, InferenceClient, get_async_session, get_session
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, TextGenerationError
 
 from langchain_aligner.backends._loop_local import LoopLocal
@@ -116,6 +116,7 @@ class TGIBackend(AlignerBackend):
         self._client_kwargs: dict[str, Any] = {"timeout": timeout, "api_key": api_key, "headers": headers}
         self._client = InferenceClient(**self._client_kwargs)
         self._async_client = LoopLocal(lambda: AsyncInferenceClient(**self._client_kwargs))
+        self._async_http = LoopLocal(get_async_session)
         self._info: dict[str, Any] | object = _UNKNOWN
         self._info_lock = threading.Lock()
 
@@ -201,7 +202,7 @@ class TGIBackend(AlignerBackend):
                 raise tgi_error(error) from error
 
     async def astream(self, prompt: str, params: GenerationParams) -> AsyncIterator[GenerationDelta]:
-        async with AsyncInferenceClient(**self._client_kwargs) as client:
+        async with self._stream_client() as client:
             trimmer = StopTrimmer(params.stop)
             try:
                 events = await client.text_generation(
@@ -212,6 +213,14 @@ class TGIBackend(AlignerBackend):
                         yield delta
             except Exception as error:
                 raise tgi_error(error) from error
+
+    def _stream_client(self) -> AsyncInferenceClient:
+        """A client for one stream, closed with it (huggingface_hub keeps a stream open until its client
+        closes). It shares the loop's connection pool, as a new pool costs a TLS context (~30 ms) per
+        stream; should huggingface_hub rename the attribute, the client just makes its own pool."""
+        client = AsyncInferenceClient(**self._client_kwargs)
+        client._async_client = self._async_http.get()
+        return client
 
     def _deltas(
         self, event: Any, trimmer: StopTrimmer, params: GenerationParams
