@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -16,12 +15,12 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field
 
+from langchain_aligner.chunks import as_last_chunk
 from langchain_aligner.runnable import AlignerRunnable
 
 __all__ = ["ChatAligner"]
@@ -127,7 +126,7 @@ class ChatAligner(BaseChatModel):
         stop = stop or self.stop
         config = _child_config(run_manager)
         answer = self.llm.invoke(messages, config=config, stop=stop, **kwargs)
-        if not is_answer(answer):
+        if not _is_answer(answer):
             return _result(answer)
         correction = self.aligner.invoke([*messages, answer], config=config, **self._overrides(stop))
         return _result(apply_correction(answer, correction))
@@ -142,7 +141,7 @@ class ChatAligner(BaseChatModel):
         stop = stop or self.stop
         config = _child_config(run_manager)
         answer = await self.llm.ainvoke(messages, config=config, stop=stop, **kwargs)
-        if not is_answer(answer):
+        if not _is_answer(answer):
             return _result(answer)
         correction = await self.aligner.ainvoke([*messages, answer], config=config, **self._overrides(stop))
         return _result(apply_correction(answer, correction))
@@ -157,10 +156,10 @@ class ChatAligner(BaseChatModel):
         stop = stop or self.stop
         config = _child_config(run_manager)
         answer = self.llm.invoke(messages, config=config, stop=stop, **kwargs)
-        if is_answer(answer):
+        if _is_answer(answer):
             pieces = self.aligner.stream([*messages, answer], config=config, **self._overrides(stop))
         else:
-            pieces = iter([_whole(answer)])
+            pieces = iter([as_last_chunk(answer)])
         for piece in pieces:
             chunk = ChatGenerationChunk(message=_own_chunk(answer, piece))
             if run_manager:
@@ -177,8 +176,8 @@ class ChatAligner(BaseChatModel):
         stop = stop or self.stop
         config = _child_config(run_manager)
         answer = await self.llm.ainvoke(messages, config=config, stop=stop, **kwargs)
-        if not is_answer(answer):
-            chunk = ChatGenerationChunk(message=_own_chunk(answer, _whole(answer)))
+        if not _is_answer(answer):
+            chunk = ChatGenerationChunk(message=_own_chunk(answer, as_last_chunk(answer)))
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -199,9 +198,9 @@ class ChatAligner(BaseChatModel):
         return overrides
 
 
-def is_answer(message: BaseMessage) -> bool:
+def _is_answer(message: AIMessage) -> bool:
     """True for an AI message with text and no tool calls: the kind of message an Aligner corrects."""
-    return isinstance(message, AIMessage) and not message.tool_calls and bool(message.text.strip())
+    return not message.tool_calls and bool(message.text.strip())
 
 
 def apply_correction(answer: AIMessage, correction: AIMessage) -> AIMessage:
@@ -254,25 +253,9 @@ def _usage(answer: AIMessage, correction: AIMessage) -> UsageMetadata | None:
     return add_usage(answer.usage_metadata, correction.usage_metadata)
 
 
-def _whole(message: BaseMessage) -> AIMessageChunk:
-    """A message that is not corrected, as the one chunk of a stream (tool calls as tool-call chunks)."""
-    ai = message if isinstance(message, AIMessage) else AIMessage(content=message.content)
-    return AIMessageChunk(
-        content=ai.content,
-        additional_kwargs=ai.additional_kwargs,
-        response_metadata=ai.response_metadata,
-        usage_metadata=ai.usage_metadata,
-        tool_call_chunks=[
-            tool_call_chunk(name=call["name"], args=json.dumps(call["args"]), id=call["id"], index=i)
-            for i, call in enumerate(ai.tool_calls)
-        ],
-        chunk_position="last",
-    )
-
-
-def _own_chunk(answer: BaseMessage, piece: AIMessageChunk) -> AIMessageChunk:
+def _own_chunk(answer: AIMessage, piece: AIMessageChunk) -> AIMessageChunk:
     """A chunk of this model's stream: no foreign id; the last one carries the answer's metadata too."""
-    if piece.chunk_position != "last" or not isinstance(answer, AIMessage):
+    if piece.chunk_position != "last":
         return piece.model_copy(update={"id": None})
     return piece.model_copy(
         update={
