@@ -108,6 +108,15 @@ def test_tool_calls_pass_through_uncorrected(tgi_server: FakeServer) -> None:
     assert tgi_server.script.requests == []
 
 
+async def test_tool_calls_pass_through_uncorrected_async(tgi_server: FakeServer) -> None:
+    turn = call("inner-id", ("add", {"a": 2, "b": 3}))
+    invoked = await chat(tgi_server, turn).ainvoke("2 + 3?")
+    chunks = [c async for c in chat(tgi_server, turn).astream("2 + 3?")]
+    assert invoked.tool_calls == turn.tool_calls
+    assert len(chunks) == 1 and chunks[0].tool_calls == turn.tool_calls
+    assert tgi_server.script.requests == []
+
+
 def test_max_tokens_and_stop_apply_to_the_correction(tgi_server: FakeServer) -> None:
     result = chat(tgi_server, paris(), max_tokens=3, stop=["reply"]).invoke("Capital?")
     assert tgi_server.script.requests[0]["parameters"]["max_new_tokens"] == 3
