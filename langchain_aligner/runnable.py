@@ -227,19 +227,10 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             return early
         start = time.perf_counter()
         try:
-            fitted = fit_pair(
-                self._template,
-                item.question,
-                item.answer,
-                limit=self._input_limit(),
-                count_tokens=self._backend.count_tokens,
-                on_injection=self.on_injection,
-            )
+            fitted = self._fit(item, self._input_limit())
             generation, attempts = call_with_retries(
                 lambda: self._generate(fitted.prompt, params, run_manager),
-                max_retries=self.max_retries,
-                backoff=self.backoff,
-                max_backoff=self.max_backoff,
+                **self._retry_settings(),
             )
         except AlignerBackendError as error:
             return self._fail(item, error, start)
@@ -262,9 +253,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             fitted = await self._afit(item)
             generation, attempts = await acall_with_retries(
                 lambda: self._agenerate(fitted.prompt, params, run_manager),
-                max_retries=self.max_retries,
-                backoff=self.backoff,
-                max_backoff=self.max_backoff,
+                **self._retry_settings(),
             )
         except AlignerBackendError as error:
             return self._fail(item, error, start)
@@ -274,9 +263,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     def _generate(
         self, prompt: str, params: GenerationParams, run_manager: CallbackManagerForChainRun
     ) -> Generation:
-        (llm_run,) = run_manager.get_child().on_llm_start(
-            self._llm_serialized(), [prompt], invocation_params=params.model_dump(), name=self._llm_run_name()
-        )
+        (llm_run,) = self._start_llm_run(run_manager, prompt, params)
         try:
             generation = self._backend.generate(prompt, params)
         except BaseException as error:
@@ -288,9 +275,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     async def _agenerate(
         self, prompt: str, params: GenerationParams, run_manager: AsyncCallbackManagerForChainRun
     ) -> Generation:
-        (llm_run,) = await run_manager.get_child().on_llm_start(
-            self._llm_serialized(), [prompt], invocation_params=params.model_dump(), name=self._llm_run_name()
-        )
+        (llm_run,) = await self._start_llm_run(run_manager, prompt, params)
         try:
             generation = await self._backend.agenerate(prompt, params)
         except BaseException as error:
@@ -355,26 +340,12 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         llm_run: CallbackManagerForLLMRun | None = None
         emitted = False
         try:
-            fitted = fit_pair(
-                self._template,
-                item.question,
-                item.answer,
-                limit=self._input_limit(),
-                count_tokens=self._backend.count_tokens,
-                on_injection=self.on_injection,
-            )
-            (llm_run,) = run_manager.get_child().on_llm_start(
-                self._llm_serialized(),
-                [fitted.prompt],
-                invocation_params=params.model_dump(),
-                name=self._llm_run_name(),
-            )
+            fitted = self._fit(item, self._input_limit())
+            (llm_run,) = self._start_llm_run(run_manager, fitted.prompt, params)
             # Retries cover opening the stream up to its first piece; later failures cannot be retried.
             (deltas, first), attempts = call_with_retries(
                 lambda: _open_stream(self._backend.stream(fitted.prompt, params)),
-                max_retries=self.max_retries,
-                backoff=self.backoff,
-                max_backoff=self.max_backoff,
+                **self._retry_settings(),
             )
             generation = None
             for delta in _prepend(first, deltas):
@@ -413,17 +384,10 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         emitted = False
         try:
             fitted = await self._afit(item)
-            (llm_run,) = await run_manager.get_child().on_llm_start(
-                self._llm_serialized(),
-                [fitted.prompt],
-                invocation_params=params.model_dump(),
-                name=self._llm_run_name(),
-            )
+            (llm_run,) = await self._start_llm_run(run_manager, fitted.prompt, params)
             (deltas, first), attempts = await acall_with_retries(
                 lambda: _aopen_stream(self._backend.astream(fitted.prompt, params)),
-                max_retries=self.max_retries,
-                backoff=self.backoff,
-                max_backoff=self.max_backoff,
+                **self._retry_settings(),
             )
             generation = first.generation if first else None
             if first is not None and first.text:
@@ -500,15 +464,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         prompt = self._template.format(item.question, item.answer, on_injection=self.on_injection)
         if fits_without_counting(prompt, limit):
             return FittedPair(prompt, False)
-        return await asyncio.to_thread(
-            fit_pair,
-            self._template,
-            item.question,
-            item.answer,
-            limit=limit,
-            count_tokens=self._backend.count_tokens,
-            on_injection=self.on_injection,
-        )
+        return await asyncio.to_thread(self._fit, item, limit)
 
     def _metadata(self, item: AlignerInput, start: float, **extra: Any) -> dict[str, Any]:
         return {
@@ -591,15 +547,34 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             return item.message.id
         return f"lc_run--{run_manager.run_id}"
 
-    def _llm_serialized(self) -> dict[str, Any]:
-        return {
+    def _start_llm_run(
+        self,
+        run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
+        prompt: str,
+        params: GenerationParams,
+    ) -> Any:
+        """Start the backend call's child run (an awaitable with an async run manager)."""
+        serialized = {
             "lc": 1,
             "type": "not_implemented",
-            "id": ["langchain_aligner", "backends", type(self._backend).__name__],
+            "id": ["langchain_aligner", type(self._backend).__name__],
         }
+        return run_manager.get_child().on_llm_start(
+            serialized, [prompt], invocation_params=params.model_dump(), name=f"aligner-{self._backend.name}"
+        )
 
-    def _llm_run_name(self) -> str:
-        return f"aligner-{self._backend.name}"
+    def _retry_settings(self) -> dict[str, Any]:
+        return {"max_retries": self.max_retries, "backoff": self.backoff, "max_backoff": self.max_backoff}
+
+    def _fit(self, item: AlignerInput, limit: int | None) -> FittedPair:
+        return fit_pair(
+            self._template,
+            item.question,
+            item.answer,
+            limit=limit,
+            count_tokens=self._backend.count_tokens,
+            on_injection=self.on_injection,
+        )
 
 
 def _describe(error: BaseException) -> str:

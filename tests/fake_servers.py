@@ -174,8 +174,8 @@ def _tgi_app(script: Script) -> FastAPI:
             start += len(piece)
         return tokens
 
-    @app.post("/generate")
-    async def generate(request: Request) -> JSONResponse:
+    async def accept(request: Request) -> tuple[dict[str, Any], list[str], str] | JSONResponse:
+        """The request body with the fake generation, or the (scripted or validation) error response."""
         body = await request.json()
         status = await _scripted_failure(script, body)
         if status is not None:
@@ -186,6 +186,15 @@ def _tgi_app(script: Script) -> FastAPI:
         tokens, finish = fake_generate(
             body["inputs"], params.get("max_new_tokens") or 100, params.get("stop") or []
         )
+        return body, tokens, finish
+
+    @app.post("/generate")
+    async def generate(request: Request) -> JSONResponse:
+        accepted = await accept(request)
+        if isinstance(accepted, JSONResponse):
+            return accepted
+        body, tokens, finish = accepted
+        params = body.get("parameters") or {}
         details = {
             "finish_reason": finish,
             "generated_tokens": len(tokens),
@@ -199,16 +208,10 @@ def _tgi_app(script: Script) -> FastAPI:
 
     @app.post("/generate_stream")
     async def generate_stream(request: Request) -> Any:
-        body = await request.json()
-        status = await _scripted_failure(script, body)
-        if status is not None:
-            return _tgi_error(status)
-        if (invalid := _tgi_validate(body, script)) is not None:
-            return _tgi_error(422, invalid)
-        params = body.get("parameters") or {}
-        tokens, finish = fake_generate(
-            body["inputs"], params.get("max_new_tokens") or 100, params.get("stop") or []
-        )
+        accepted = await accept(request)
+        if isinstance(accepted, JSONResponse):
+            return accepted
+        body, tokens, finish = accepted
 
         async def events() -> AsyncIterator[str]:
             for i, text in enumerate(tokens):
