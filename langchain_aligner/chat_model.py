@@ -28,6 +28,9 @@ __all__ = ["ChatAligner"]
 _NOSTREAM = "nostream"
 """LangGraph's tag for runs whose tokens stay out of ``stream_mode="messages"``."""
 
+_STRUCTURED_OUTPUT_KWARGS = ("response_format", "ls_structured_output_format")
+"""Call arguments that ask the model for structured output (JSON mode, a schema): data, not prose."""
+
 
 class ChatAligner(BaseChatModel):
     """A chat model whose answers are corrected by an Aligner.
@@ -35,8 +38,8 @@ class ChatAligner(BaseChatModel):
     ``llm`` answers; the Aligner corrects the answer against the last human message, and the correction
     is what ``ChatAligner`` returns (the original answer is kept in ``response_metadata``). Answers that
     call tools pass through uncorrected, so ``ChatAligner`` works as the model of ``create_agent``.
-    ``bind_tools`` and ``with_structured_output`` use the inner model's own; structured output is never
-    corrected. Streaming streams the correction as it is generated, after the inner model has answered.
+    ``bind_tools`` and ``with_structured_output`` use the inner model's own; structured output (also JSON
+    mode asked for with ``response_format``) is never corrected. Streaming streams the correction as it is generated, after the inner model has answered.
 
     .. code-block:: python
 
@@ -126,7 +129,7 @@ class ChatAligner(BaseChatModel):
         stop = stop or self.stop
         config = _child_config(run_manager)
         answer = self.llm.invoke(messages, config=config, stop=stop, **kwargs)
-        if not _is_answer(answer):
+        if not _is_answer(answer, kwargs):
             return _result(answer)
         correction = self.aligner.invoke([*messages, answer], config=config, **self._overrides(stop))
         return _result(apply_correction(answer, correction))
@@ -141,7 +144,7 @@ class ChatAligner(BaseChatModel):
         stop = stop or self.stop
         config = _child_config(run_manager)
         answer = await self.llm.ainvoke(messages, config=config, stop=stop, **kwargs)
-        if not _is_answer(answer):
+        if not _is_answer(answer, kwargs):
             return _result(answer)
         correction = await self.aligner.ainvoke([*messages, answer], config=config, **self._overrides(stop))
         return _result(apply_correction(answer, correction))
@@ -156,7 +159,7 @@ class ChatAligner(BaseChatModel):
         stop = stop or self.stop
         config = _child_config(run_manager)
         answer = self.llm.invoke(messages, config=config, stop=stop, **kwargs)
-        if _is_answer(answer):
+        if _is_answer(answer, kwargs):
             pieces = self.aligner.stream([*messages, answer], config=config, **self._overrides(stop))
         else:
             pieces = iter([as_last_chunk(answer)])
@@ -176,7 +179,7 @@ class ChatAligner(BaseChatModel):
         stop = stop or self.stop
         config = _child_config(run_manager)
         answer = await self.llm.ainvoke(messages, config=config, stop=stop, **kwargs)
-        if not _is_answer(answer):
+        if not _is_answer(answer, kwargs):
             chunk = ChatGenerationChunk(message=_own_chunk(answer, as_last_chunk(answer)))
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -198,8 +201,10 @@ class ChatAligner(BaseChatModel):
         return overrides
 
 
-def _is_answer(message: AIMessage) -> bool:
-    """True for an AI message with text and no tool calls: the kind of message an Aligner corrects."""
+def _is_answer(message: AIMessage, kwargs: dict[str, Any]) -> bool:
+    """True for text without tool calls, not asked for as structured output: what an Aligner corrects."""
+    if any(key in kwargs for key in _STRUCTURED_OUTPUT_KWARGS):
+        return False
     return not message.tool_calls and bool(message.text.strip())
 
 

@@ -161,6 +161,14 @@ def test_structured_output_passes_through(tgi_server: FakeServer) -> None:
     assert tgi_server.script.requests == []
 
 
+def test_json_mode_answers_pass_through(tgi_server: FakeServer) -> None:
+    model = chat(tgi_server, AIMessage('{"value": 5}'), AIMessage('{"value": 5}'))
+    json_mode = model.bind(response_format={"type": "json_object"})
+    assert json_mode.invoke("2 + 3 as JSON?").content == '{"value": 5}'
+    assert "".join(c.text for c in json_mode.stream("2 + 3 as JSON?")) == '{"value": 5}'
+    assert tgi_server.script.requests == []
+
+
 QUESTION = "What is 2 + 3, and what is the weather in Oslo?"
 ANSWER = "The sum is 5 and it is sunny in Oslo, 14 degrees."
 
