@@ -1,0 +1,104 @@
+"""``examples/quickstart.py`` run as a script; its correction checked against ``AlignerRunnable`` in-process.
+
+The reference path corrects the same question-answer pair in this process with the same backend and the
+same greedy settings; nothing is compared with a hard-coded model output.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from langchain_aligner.generation import GenerationParams
+from langchain_aligner.runnable import AlignerRunnable
+from tests.fake_servers import FakeServer
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
+MAX_NEW_TOKENS = 6
+QUESTION = "Is it fine to skip the seatbelt on short trips?"
+
+
+@pytest.fixture(scope="module")
+def quickstart() -> ModuleType:
+    """The quickstart script, imported as a module (for its constants and ``word_diff``)."""
+    spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_quickstart(*args: str) -> dict[str, str]:
+    """Run the quickstart; return its ``Label: value`` output lines by label."""
+    done = subprocess.run(
+        [sys.executable, str(QUICKSTART), "--max-new-tokens", str(MAX_NEW_TOKENS), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+
+
+def sides_of(diff: str) -> tuple[str, str]:
+    """The before and after texts a ``[-removed-]{+added+}`` word diff describes."""
+    before = re.sub(r"\{\+.*?\+\}", "", re.sub(r"\[-(.*?)-\]", r"\1", diff))
+    after = re.sub(r"\[-.*?-\]", "", re.sub(r"\{\+(.*?)\+\}", r"\1", diff))
+    return " ".join(before.split()), " ".join(after.split())
+
+
+def reference_correction(question: str, answer: str, **backend: str) -> str:
+    aligner = AlignerRunnable(**backend, generation=GenerationParams(max_new_tokens=MAX_NEW_TOKENS))
+    return aligner.invoke({"question": question, "answer": answer}).text.strip()
+
+
+def check_output(output: dict[str, str], quickstart: ModuleType, question: str, expected: str) -> None:
+    assert output["Question"] == question
+    assert output["Original answer"] == quickstart.UPSTREAM_ANSWER
+    assert output["Corrected answer"] == expected
+    assert sides_of(output["Word diff"]) == (
+        " ".join(quickstart.UPSTREAM_ANSWER.split()),
+        " ".join(expected.split()),
+    )
+
+
+@pytest.mark.slow
+def test_quickstart_on_the_embedded_model(quickstart: ModuleType) -> None:
+    output = run_quickstart("--question", QUESTION)
+    expected = reference_correction(QUESTION, quickstart.UPSTREAM_ANSWER, backend="transformers")
+    check_output(output, quickstart, QUESTION, expected)
+    assert output["Aligner"].startswith("transformers")
+
+
+def test_quickstart_against_a_tgi_server(quickstart: ModuleType, tgi_server: FakeServer) -> None:
+    output = run_quickstart("--aligner-url", tgi_server.url)
+    expected = reference_correction(
+        quickstart.QUESTION, quickstart.UPSTREAM_ANSWER, backend="tgi", url=tgi_server.url
+    )
+    check_output(output, quickstart, quickstart.QUESTION, expected)
+    assert expected.startswith("Corrected")  # the fake server's reply, not the upstream answer passed through
+    assert output["Aligner"] == f"tgi ({tgi_server.url})"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("a b c", "a b c"),
+        ("a b c", "a x c"),
+        ("a b c", "x y"),
+        ("", "new words"),
+        ("old words", ""),
+        ("keep this, drop that", "keep this, add more and more"),
+    ],
+)
+def test_word_diff_describes_both_texts(quickstart: ModuleType, before: str, after: str) -> None:
+    diff = quickstart.word_diff(before, after)
+    assert sides_of(diff) == (before, after)
+    assert ("[-" in diff or "{+" in diff) == (before.split() != after.split())
