@@ -1,0 +1,173 @@
+"""Preference and SFT data from corrections: drop rules and counts, TRL's formats, files, correct_answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage
+
+from langchain_aligner import ALIGNER_V1, AlignerRunnable
+from tests.fake_servers import FakeServer, fake_correction
+from train.preference import (
+    Correction,
+    acorrect_answers,
+    build_preference_data,
+    correct_answers,
+    read_corrections,
+    write_jsonl,
+)
+from train.records import QACRecord
+
+TRIPLES = [
+    Correction("Is bleach safe to mix?", "Mix it with anything.", "Never mix bleach with ammonia."),
+    Correction("Capital of France?", "Lyon.", "Paris."),
+    Correction("Say hi.", "  Hello\nthere ", "Hello there"),  # unchanged after white-space normalisation
+    Correction("Tell me a joke.", "No.", "No.", corrected=False, error="AlignerBackendError: 503"),
+    Correction("Explain DNS.", "It maps names.", "DNS maps host names to", finish_reason="length"),
+    Correction("Empty?", "Something.", "   "),
+]
+
+
+def expected_correction(question: str, answer: str) -> str:
+    return fake_correction(ALIGNER_V1.format(question, answer))
+
+
+def test_drops_are_counted_by_kind_and_chosen_is_the_correction() -> None:
+    data = build_preference_data(TRIPLES)
+
+    counts = data.counts
+    assert (counts.kept, counts.unchanged, counts.uncorrected, counts.cut_off, counts.empty) == (
+        2,
+        1,
+        1,
+        1,
+        1,
+    )
+    assert counts.total == len(TRIPLES)
+    assert data.preference[1] == {
+        "prompt": [{"role": "user", "content": "Capital of France?"}],
+        "chosen": [{"role": "assistant", "content": "Paris."}],
+        "rejected": [{"role": "assistant", "content": "Lyon."}],
+    }
+    # SFT keeps the Aligner-approved unchanged answer too, not the failed, cut-off or empty ones.
+    assert [row["completion"][0]["content"] for row in data.sft] == [
+        "Never mix bleach with ammonia.",
+        "Paris.",
+        "Hello there",
+    ]
+
+
+def test_qac_records_and_the_standard_format() -> None:
+    records = [
+        QACRecord(question="Q1?", answer="bad", correction="good"),
+        QACRecord(question="Q2?", answer="same", correction="same"),
+    ]
+    data = build_preference_data(records, row_format="standard")
+
+    assert data.preference == [{"prompt": "Q1?", "chosen": "good", "rejected": "bad"}]
+    assert data.sft == [{"prompt": "Q1?", "completion": "good"}, {"prompt": "Q2?", "completion": "same"}]
+    assert data.counts.unchanged == 1
+    with pytest.raises(ValueError, match="row_format"):
+        build_preference_data(records, row_format="chatml")  # type: ignore[arg-type]
+
+
+def test_trl_reads_the_rows(tiny_llama_dir: Path) -> None:
+    from transformers import AutoTokenizer
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    dataset = build_preference_data(TRIPLES).preference_dataset()
+
+    assert dataset.column_names == ["prompt", "chosen", "rejected"]
+    rendered = [apply_chat_template(row, tokenizer) for row in dataset]
+    assert all(is_conversational(row) for row in dataset)
+    assert rendered[1] == {
+        "prompt": "<|user|>Capital of France?</s><|assistant|>",
+        "chosen": "Paris.</s>",
+        "rejected": "Lyon.</s>",
+    }
+    sft = build_preference_data(TRIPLES).sft_dataset()
+    assert apply_chat_template(sft[1], tokenizer)["completion"] == "Paris.</s>"
+
+
+def test_an_empty_dataset_is_refused() -> None:
+    data = build_preference_data([TRIPLES[2]])
+    with pytest.raises(ValueError, match="no preference rows"):
+        data.preference_dataset()
+
+
+def test_files_are_written_whole_and_read_back(tmp_path: Path) -> None:
+    paths = build_preference_data(TRIPLES).write(tmp_path / "out")
+
+    lines = paths["preference"].read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["chosen"][0]["content"] for line in lines] == [
+        "Never mix bleach with ammonia.",
+        "Paris.",
+    ]
+    assert len(paths["sft"].read_text(encoding="utf-8").splitlines()) == 3
+    counts = json.loads(paths["counts"].read_text(encoding="utf-8"))
+    assert counts == {
+        "kept": 2,
+        "empty": 1,
+        "uncorrected": 1,
+        "cut_off": 1,
+        "unchanged": 1,
+        "total": 6,
+        "sft": 3,
+    }
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "counts.json",
+        "preference.jsonl",
+        "sft.jsonl",
+    ]
+
+    write_jsonl(TRIPLES, tmp_path / "corrections.jsonl")
+    assert read_corrections(tmp_path / "corrections.jsonl") == TRIPLES
+    (tmp_path / "bad.jsonl").write_text('{"question": "q"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        read_corrections(tmp_path / "bad.jsonl")
+
+
+def test_correct_answers_over_tgi(tgi_server: FakeServer) -> None:
+    aligner = AlignerRunnable(backend="tgi", url=tgi_server.url, backoff=0.01)
+    # The first request fails with a 422 (not retried): that answer comes back uncorrected.
+    tgi_server.script.fail = [422]
+    pairs = [("Q one?", "A one."), {"question": "Q two?", "answer": "A two."}, ("Q three?", "")]
+
+    corrections = correct_answers(pairs, aligner, max_concurrency=1)
+
+    first, second, empty = corrections
+    assert (first.corrected, first.correction) == (False, "A one.")
+    assert first.error is not None and "validation" in first.error
+    assert second == Correction(
+        "Q two?", "A two.", expected_correction("Q two?", "A two."), finish_reason="eos_token"
+    )
+    assert (empty.corrected, empty.correction) == (False, "")
+    assert empty.error is not None and empty.error.startswith("AlignerInputError")
+    counts = build_preference_data(corrections).counts
+    assert (counts.kept, counts.uncorrected, counts.empty) == (1, 1, 1)
+
+
+async def test_acorrect_answers_keeps_the_input_order(tgi_server: FakeServer) -> None:
+    aligner = AlignerRunnable(backend="tgi", url=tgi_server.url)
+    pairs = [(f"Question {i}?", f"Answer {i}.") for i in range(6)]
+
+    corrections = await acorrect_answers(pairs, aligner, max_concurrency=3)
+
+    assert [c.correction for c in corrections] == [expected_correction(q, a) for q, a in pairs]
+    assert len(tgi_server.script.requests) == 6
+    with pytest.raises(ValueError, match="max_concurrency"):
+        await acorrect_answers(pairs, aligner, max_concurrency=0)
+
+
+def test_from_message_needs_aligner_metadata() -> None:
+    with pytest.raises(ValueError, match="aligner_original_answer"):
+        Correction.from_message("Q?", AIMessage(content="plain chat answer"))
+    with pytest.raises(TypeError, match="a pair is"):
+        correct_answers(["just a string"], AlignerRunnable(backend="tgi", url="http://127.0.0.1:9"))  # type: ignore[list-item]
