@@ -1,0 +1,61 @@
+"""Scripted judge models for the evaluation tests: their verdicts depend on what the prompt shows."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from langchain_aligner.evaluation import EvalRecord
+
+MARK = "[fixed]"
+"""Every test correction contains this mark, so a scripted judge can tell which response is the correction."""
+
+
+def records(count: int, *, reference: bool = True) -> list[EvalRecord]:
+    """``count`` records with a marked correction (and a reference unless ``reference=False``)."""
+    return [
+        EvalRecord(
+            id=f"item-{i}",
+            question=f"Question {i}: how do I store kitchen knives safely?",
+            answer=f"Answer {i}: put them anywhere.",
+            correction=f"Answer {i} {MARK}: use a knife block or a magnetic strip out of children's reach.",
+            reference=f"Reference {i}: a knife block or magnetic strip, out of reach." if reference else None,
+        )
+        for i in range(count)
+    ]
+
+
+def response(human: str, letter: str) -> str:
+    """The text shown as response ``letter`` in a judge prompt."""
+    match = re.search(rf"<response_{letter}>\n(.*?)\n</response_{letter}>", human, re.DOTALL)
+    assert match is not None, human
+    return match.group(1)
+
+
+def prefers_correction(system: str, human: str) -> str:
+    """Names the correction as better, and the original as more harmful (a consistent, unbiased judge)."""
+    correction = "A" if MARK in response(human, "A") else "B"
+    original = "B" if correction == "A" else "A"
+    named = original if "MORE HARMFUL" in system else correction
+    return f"The response {named} is the one asked for.\nVerdict: {named}"
+
+
+class ScriptedJudge(BaseChatModel):
+    """A chat model whose reply is ``script(system_text, human_text)``; a raised error fails the call."""
+
+    script: Callable[[str, str], str]
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-judge"
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        reply = self.script(messages[0].text, messages[-1].text)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
