@@ -29,6 +29,7 @@ __all__ = [
     "identity_warmup",
     "parse_rows",
     "read_records",
+    "read_rows",
     "write_records",
 ]
 
@@ -103,10 +104,7 @@ def read_records(
         ValueError: The file type is not supported, or ``fields`` names an unknown field.
         RecordError: A bad record and ``on_error="raise"``, or the file as a whole cannot be parsed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such records file: {path}")
-    return parse_rows(_rows(path), path, on_error=on_error, fields=fields)
+    return parse_rows(read_rows(path), path, on_error=on_error, fields=fields)
 
 
 def parse_rows(
@@ -193,7 +191,9 @@ def _record(row: Any, columns: Mapping[str, str], source: str | Path, position: 
     try:
         return QACRecord(**{name: row[column] for name, column in columns.items()})
     except ValidationError as error:
-        reasons = "; ".join(f"{columns[str(e['loc'][0])]}: {e['msg']}" for e in error.errors())
+        reasons = "; ".join(
+            f"{columns[str(e['loc'][0])]}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors()
+        )
         raise RecordError(source, position, reasons) from None
 
 
@@ -201,7 +201,12 @@ def _open(path: Path) -> gzip.GzipFile | io.BufferedReader:
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
-def _rows(path: Path) -> Iterator[tuple[int, Any]]:
+def read_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """The raw rows of a JSON, JSONL or Parquet file as ``(position, row)`` pairs, positions as in
+    :class:`RecordError`; an unparsable JSONL line comes as a :class:`RecordError` in place of its row."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such data file: {path}")
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz")):
         return _jsonl_rows(path)

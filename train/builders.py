@@ -1,0 +1,296 @@
+"""Dataset builders: Q-A-C records from local files, preference datasets and hub datasets.
+
+Each builder returns :class:`train.records.Records` (a ``list[QACRecord]`` whose ``skipped`` lists every input
+row that was left out, with its position and reason). ``on_error="raise"`` (the default for plain Q-A-C
+files) stops at the first bad row; the preference builders default to ``"skip"``: those datasets hold pairs
+that make no correction (identical responses, diverging dialogues), which are dropped and counted.
+
+:func:`build_dataset` reads the ``data:`` list of a training config: one :class:`DataSource` per source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from train.records import RecordError, Records, parse_rows, read_records, read_rows
+
+__all__ = [
+    "ALPACA_EVAL_FIELDS",
+    "DataSource",
+    "build_dataset",
+    "from_alpaca_eval",
+    "from_hh_rlhf",
+    "from_hub",
+    "from_json_records",
+    "from_pku_saferlhf",
+]
+
+logger = logging.getLogger(__name__)
+
+OnError = Literal["raise", "skip"]
+Rows = Iterable[Mapping[str, Any]]
+BuilderName = Literal["qac", "hh_rlhf", "pku_saferlhf", "alpaca_eval"]
+
+ALPACA_EVAL_FIELDS = {"question": "instruction", "answer": "original_output", "correction": "output"}
+"""AlpacaEval outputs corrected by an Aligner: the instruction, the upstream output, the corrected one."""
+
+_HUMAN = "\n\nHuman:"
+_ASSISTANT = "\n\nAssistant:"
+
+
+def from_json_records(
+    path: str | Path, *, fields: Mapping[str, str] | None = None, on_error: OnError = "raise"
+) -> Records:
+    """Q-A-C records from a local JSON, JSONL or Parquet file; ``fields`` maps our names to its columns."""
+    return read_records(path, on_error=on_error, fields=fields)
+
+
+def from_alpaca_eval(path: str | Path, *, on_error: OnError = "raise") -> Records:
+    """Records from AlpacaEval-style ``instruction``/``original_output``/``output`` rows (``.json[.gz]``)."""
+    return read_records(path, on_error=on_error, fields=ALPACA_EVAL_FIELDS)
+
+
+def from_hh_rlhf(source: str | Path | Rows, *, on_error: OnError = "skip") -> Records:
+    """Records from HH-RLHF ``{"chosen", "rejected"}`` dialogues (``\\n\\nHuman: ...\\n\\nAssistant: ...``).
+
+    The dialogue the two share up to the last Assistant turn is the question: a single turn is the human's
+    text alone, a longer dialogue keeps its ``Human:``/``Assistant:`` turns, one per paragraph. The rejected
+    last turn is the answer, the chosen one the correction. Pairs whose contexts differ or whose last turns
+    are identical make no correction: they are skipped and listed in ``skipped``.
+    """
+    return _convert(source, _hh_rlhf_row, on_error)
+
+
+def from_pku_saferlhf(
+    source: str | Path | Rows,
+    *,
+    prefer: Literal["better", "safer", "both"] = "better",
+    on_error: OnError = "skip",
+) -> Records:
+    """Records from PKU-SafeRLHF-style rows: ``prompt``, ``response_0``, ``response_1``,
+    ``better_response_id`` and optionally ``safer_response_id``.
+
+    The preferred response is the correction, the other one the answer. ``prefer`` picks the preference:
+    ``"better"`` (``better_response_id``), ``"safer"`` (``safer_response_id``) or ``"both"`` (only rows where
+    the two agree). Rows with identical responses or no usable preference are skipped, listed in ``skipped``.
+    """
+    return _convert(source, lambda row: _pku_saferlhf_row(row, prefer), on_error)
+
+
+def from_hub(
+    name: str,
+    split: str = "train",
+    *,
+    builder: BuilderName = "qac",
+    fields: Mapping[str, str] | None = None,
+    on_error: OnError = "skip",
+    **load_kwargs: Any,
+) -> Records:
+    """Records from a hub dataset: :func:`datasets.load_dataset` of ``name``, ``split`` and ``load_kwargs``.
+
+    ``builder`` names the row format: ``"qac"`` (``question``/``answer``/``correction``, renamed by
+    ``fields``), ``"hh_rlhf"``, ``"pku_saferlhf"`` (by ``better_response_id``) or ``"alpaca_eval"``.
+
+    Raises:
+        ConnectionError: The hub cannot be reached (offline, ``HF_HUB_OFFLINE=1``, no network); download the
+            dataset where it can be and use a local file instead.
+    """
+    if builder not in get_args(BuilderName):
+        raise ValueError(f"unknown builder {builder!r}; known: {list(get_args(BuilderName))}")
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(name, split=split, **load_kwargs)
+    except ConnectionError as error:
+        raise ConnectionError(
+            f"cannot load dataset {name!r} (split {split!r}) from the Hugging Face Hub: {error}. Without a "
+            "reachable hub, save it as JSONL/JSON/Parquet elsewhere and use a local data source."
+        ) from error
+    source = f"{name}[{split}]"
+    if builder == "hh_rlhf":
+        return _convert(rows, _hh_rlhf_row, on_error, name=source)
+    if builder == "pku_saferlhf":
+        return _convert(rows, lambda row: _pku_saferlhf_row(row, "better"), on_error, name=source)
+    fields = ALPACA_EVAL_FIELDS if builder == "alpaca_eval" else fields
+    return parse_rows(enumerate(rows), source, on_error=on_error, fields=fields)
+
+
+class DataSource(BaseModel):
+    """One data source of a training config, e.g. ``{"kind": "hh_rlhf", "path": "harmless.jsonl.gz"}``.
+
+    ``kind`` is a local file format (``jsonl``, ``json``, ``parquet``: Q-A-C rows, renamed by ``fields``), a
+    preference format read from ``path`` (``hh_rlhf``, ``pku_saferlhf``, ``alpaca_eval``), or ``hub``: the
+    dataset ``name`` and ``split`` loaded with :func:`datasets.load_dataset`, rows in the ``builder`` format.
+    ``limit`` keeps the first records only.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["jsonl", "json", "parquet", "hh_rlhf", "pku_saferlhf", "alpaca_eval", "hub"]
+    path: str | None = None
+    name: str | None = None
+    split: str = "train"
+    fields: dict[str, str] | None = None
+    builder: BuilderName = "qac"
+    limit: int | None = Field(default=None, gt=0)
+    on_error: OnError | None = None
+    """``None``: the builder's default (``raise`` for Q-A-C files, ``skip`` for preference data and hubs)."""
+
+    @model_validator(mode="after")
+    def _check_location(self) -> DataSource:
+        if self.kind == "hub":
+            if not self.name or self.path:
+                raise ValueError("a hub source needs a dataset 'name' and no 'path'")
+        elif not self.path or self.name:
+            raise ValueError(f"a {self.kind} source needs a 'path' and no 'name'")
+        if self.fields and self.kind not in ("jsonl", "json", "parquet", "hub"):
+            raise ValueError(f"'fields' does not apply to a {self.kind} source")
+        if self.kind != "hub" and "builder" in self.model_fields_set:
+            raise ValueError("'builder' applies only to a hub source")
+        return self
+
+    def load(self) -> Records:
+        """Read this source's records."""
+        options: dict[str, Any] = {} if self.on_error is None else {"on_error": self.on_error}
+        if self.kind == "hub":
+            assert self.name is not None
+            records = from_hub(self.name, self.split, builder=self.builder, fields=self.fields, **options)
+        else:
+            assert self.path is not None
+            if self.kind in ("jsonl", "json", "parquet"):
+                _check_suffix(self.path, self.kind)
+                records = from_json_records(self.path, fields=self.fields, **options)
+            elif self.kind == "hh_rlhf":
+                records = from_hh_rlhf(self.path, **options)
+            elif self.kind == "pku_saferlhf":
+                records = from_pku_saferlhf(self.path, **options)
+            else:
+                records = from_alpaca_eval(self.path, **options)
+        if self.limit is not None and len(records) > self.limit:
+            records = Records(records[: self.limit], records.skipped)
+        return records
+
+
+def build_dataset(
+    config: DataSource | Mapping[str, Any] | Sequence[DataSource | Mapping[str, Any]],
+) -> Records:
+    """All records of one or more data sources (specs or :class:`DataSource`), in order, with their skips.
+
+    Logs how many records each source gave and how many it skipped.
+    """
+    sources = [config] if isinstance(config, (DataSource, Mapping)) else list(config)
+    if not sources:
+        raise ValueError("no data sources given")
+    records = Records()
+    for spec in sources:
+        source = spec if isinstance(spec, DataSource) else DataSource.model_validate(spec)
+        loaded = source.load()
+        logger.info(
+            "%s %s: %d records, %d skipped",
+            source.kind,
+            source.path or source.name,
+            len(loaded),
+            len(loaded.skipped),
+        )
+        records.extend(loaded)
+        records.skipped.extend(loaded.skipped)
+    return records
+
+
+def _check_suffix(path: str, kind: str) -> None:
+    suffixes = {"jsonl": (".jsonl", ".jsonl.gz"), "json": (".json", ".json.gz"), "parquet": (".parquet",)}
+    if not path.lower().endswith(suffixes[kind]):
+        raise ValueError(f"a {kind} source needs a {' or '.join(suffixes[kind])} file, got {path}")
+
+
+def _convert(
+    source: str | Path | Rows,
+    convert: Callable[[Mapping[str, Any]], dict[str, str]],
+    on_error: OnError,
+    *,
+    name: str | None = None,
+) -> Records:
+    """Convert rows (given, or read from a file) to records; a row ``convert`` rejects is a bad record."""
+    if isinstance(source, (str, Path)):
+        name, rows = str(source), read_rows(source)
+    else:
+        name, rows = name or "<rows>", enumerate(source)
+
+    def converted() -> Iterator[tuple[int, Any]]:
+        for position, row in rows:
+            if isinstance(row, Mapping):
+                try:
+                    row = convert(row)
+                except ValueError as error:
+                    row = RecordError(name, position, str(error))
+            yield position, row
+
+    records = parse_rows(converted(), name, on_error=on_error)
+    if records.skipped:
+        reasons = Counter(error.reason for error in records.skipped)
+        logger.warning("%s: skipped by reason: %s", name, dict(reasons.most_common()))
+    return records
+
+
+def _strings(row: Mapping[str, Any], *keys: str) -> list[str]:
+    missing = [key for key in keys if key not in row]
+    if missing:
+        raise ValueError(f"missing field(s) {missing}")
+    wrong = [key for key in keys if not isinstance(row[key], str)]
+    if wrong:
+        raise ValueError(f"field(s) {wrong} must be strings")
+    return [row[key] for key in keys]
+
+
+def _hh_rlhf_row(row: Mapping[str, Any]) -> dict[str, str]:
+    chosen, rejected = _strings(row, "chosen", "rejected")
+    context, correction = _last_assistant_turn(chosen, "chosen")
+    rejected_context, answer = _last_assistant_turn(rejected, "rejected")
+    if context.strip() != rejected_context.strip():
+        raise ValueError("chosen and rejected dialogues differ before the last Assistant turn")
+    if correction.strip() == answer.strip():
+        raise ValueError("chosen and rejected last turns are identical")
+    return {"question": _readable_context(context), "answer": answer, "correction": correction}
+
+
+def _last_assistant_turn(dialogue: str, which: str) -> tuple[str, str]:
+    context, marker, last = dialogue.rpartition(_ASSISTANT)
+    if not marker:
+        raise ValueError(f"the {which} dialogue has no Assistant turn")
+    return context, last
+
+
+def _readable_context(context: str) -> str:
+    """A single human turn as its text; a longer dialogue as its ``Human:``/``Assistant:`` paragraphs."""
+    context = "\n\n" + context.lstrip("\n")
+    if context.startswith(_HUMAN) and context.count(_HUMAN) == 1 and _ASSISTANT not in context:
+        return context[len(_HUMAN) :]
+    return context
+
+
+def _pku_saferlhf_row(row: Mapping[str, Any], prefer: str) -> dict[str, str]:
+    prompt, first, second = _strings(row, "prompt", "response_0", "response_1")
+    keys = {"better": ["better_response_id"], "safer": ["safer_response_id"]}.get(
+        prefer, ["better_response_id", "safer_response_id"]
+    )
+    choices = {_response_id(row, key) for key in keys}
+    if len(choices) > 1:
+        raise ValueError("the better and the safer response differ")
+    if first.strip() == second.strip():
+        raise ValueError("the two responses are identical")
+    responses = (first, second)
+    preferred = choices.pop()
+    return {"question": prompt, "answer": responses[1 - preferred], "correction": responses[preferred]}
+
+
+def _response_id(row: Mapping[str, Any], key: str) -> int:
+    value = row.get(key)
+    if value not in (0, 1) or isinstance(value, bool):
+        raise ValueError(f"{key} must be 0 or 1, got {value!r}")
+    return int(value)
