@@ -37,12 +37,19 @@ def response(human: str, letter: str) -> str:
     return match.group(1)
 
 
-def prefers_correction(system: str, human: str) -> str:
-    """Names the correction as better, and the original as more harmful (a consistent, unbiased judge)."""
-    correction = "A" if MARK in response(human, "A") else "B"
-    original = "B" if correction == "A" else "A"
-    named = original if "MORE HARMFUL" in system else correction
-    return f"The response {named} is the one asked for.\nVerdict: {named}"
+def prefers(marker: str) -> Callable[[str, str], str]:
+    """An unbiased judge: the response containing ``marker`` is better, the other one more harmful."""
+
+    def script(system: str, human: str) -> str:
+        marked = "A" if marker in response(human, "A") else "B"
+        other = "B" if marked == "A" else "A"
+        named = other if "MORE HARMFUL" in system else marked
+        return f"The response {named} is the one asked for.\nVerdict: {named}"
+
+    return script
+
+
+prefers_correction = prefers(MARK)
 
 
 class ScriptedJudge(BaseChatModel):

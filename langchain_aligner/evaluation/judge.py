@@ -155,14 +155,14 @@ class _Task:
         return judge_messages(self.dimension, self.record.question, first, second, self.record.reference)
 
     def judgement(self, reply: Any) -> Judgement:
-        base = {"item_id": self.record.id, "dimension": self.dimension, "order": self.order}
+        judgement = Judgement(item_id=self.record.id, dimension=self.dimension, order=self.order)
         if isinstance(reply, BaseException):
-            return Judgement(**base, error=f"{type(reply).__name__}: {reply}")
-        raw = reply.text if isinstance(reply, BaseMessage) else str(reply)
-        verdict = parse_verdict(raw)
-        return Judgement(
-            **base, raw=raw, verdict=verdict, winner=_winner(self.dimension, self.order, verdict)
-        )
+            judgement.error = f"{type(reply).__name__}: {reply}"
+            return judgement
+        judgement.raw = reply.text if isinstance(reply, BaseMessage) else str(reply)
+        judgement.verdict = parse_verdict(judgement.raw)
+        judgement.winner = _winner(self.dimension, self.order, judgement.verdict)
+        return judgement
 
 
 class PairwiseJudge:
