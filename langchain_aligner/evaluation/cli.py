@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_aligner.evaluation.judge import PairwiseJudge, dimension_names
 from langchain_aligner.evaluation.records import load_records, parse_field_map
@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     aligner.add_argument("--aligner-model", help="Model name sent to an OpenAI-compatible server.")
     aligner.add_argument("--template", default="aligner-v1", help="Aligner prompt template name.")
     aligner.add_argument("--max-new-tokens", type=int, default=512, help="Longest correction, in tokens.")
+    aligner.add_argument("--aligner-retries", type=int, default=2, help="Retries of a failed Aligner call.")
     aligner.add_argument("--concurrency", type=int, default=8, help="Aligner and judge calls at once.")
 
     judge = parser.add_argument_group("judge")
@@ -96,7 +97,9 @@ def judge_model(spec: str, base_url: str | None = None) -> Any:
 
 
 def _aligner(args: argparse.Namespace) -> AlignerRunnable:
-    backend = args.aligner_backend or ("tgi" if args.aligner_url else "transformers")
+    backend: Literal["tgi", "openai", "transformers"] = args.aligner_backend or (
+        "tgi" if args.aligner_url else "transformers"
+    )
     return AlignerRunnable(
         backend=backend,
         url=args.aligner_url,
@@ -104,6 +107,7 @@ def _aligner(args: argparse.Namespace) -> AlignerRunnable:
         template=args.template,
         generation=GenerationParams(max_new_tokens=args.max_new_tokens),
         on_error="return_original",
+        max_retries=args.aligner_retries,
     )
 
 
