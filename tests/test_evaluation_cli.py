@@ -1,4 +1,4 @@
-"""``langchain-aligner eval``: the fake TGI server as Aligner, a fake OpenAI-compatible chat server as judge."""
+"""``langchain-aligner eval`` with the fake TGI server as Aligner and a fake OpenAI-compatible chat judge."""
 
 from __future__ import annotations
 
