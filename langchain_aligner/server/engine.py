@@ -1,0 +1,669 @@
+"""The dynamic-batching generation engine behind the standalone TGI-compatible server.
+
+Concurrent requests are decoded together: one batched forward pass per step over a shared KV cache, not one
+request after another. The design, in brief:
+
+- One worker thread runs the torch loop, so the event loop stays free; it hands events back to each
+  request's loop with ``loop.call_soon_threadsafe``.
+- **Continuous batching.** Between two decode steps the worker takes the requests that have arrived (up to
+  ``max_batch_size`` rows in all), prefills them together (left padding, attention mask, position ids counted
+  from each row's first real token) and merges their KV cache into the running batch by left-padding the
+  shorter cache. Every step then feeds each row's last token. Rows that finish (EOS, stop sequence,
+  ``max_new_tokens``) or whose stream was closed leave the batch before the next step, and the cache columns
+  that only padding still uses are dropped.
+- Per-request decoding: greedy, or sampling with transformers' logits processors (repetition penalty,
+  temperature, top-k, top-p) and a per-request seeded ``torch.Generator``, so a seeded request gives the same
+  tokens whatever else shares its batch. Greedy output equals a single-request ``model.generate``.
+- TGI semantics: stop sequences are checked on the generated text and stay in ``generated_text`` (TGI
+  returns them; clients cut them), the EOS token is the last token of its request but not part of the text,
+  and token texts come from ``tokenizers``' incremental ``DecodeStream`` (correct for multi-byte and
+  sentencepiece pieces: a token that ends inside a character has the text ``""``).
+- Only models whose KV cache is transformers' plain ``DynamicCache`` (full attention in every layer) can be
+  batched this way; others are refused when the engine is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_aligner.backends._stops import cut_at_stop
+from langchain_aligner.errors import AlignerError
+from langchain_aligner.generation import GenerationParams
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "BatchingEngine",
+    "EngineGenerationError",
+    "EngineOverloaded",
+    "EngineRequest",
+    "EngineStats",
+    "EngineValidationError",
+    "FinishEvent",
+    "TokenEvent",
+]
+
+FinishReason = Literal["length", "eos_token", "stop_sequence"]
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One generation request.
+
+    ``prompt`` is tokenized by the engine with the tokenizer's special tokens (TGI's ``/generate`` adds BOS
+    itself). ``decoder_input_details`` also returns the prompt tokens with their log-probabilities;
+    ``top_n_tokens`` returns that many most likely alternatives for every generated token.
+    """
+
+    prompt: str
+    params: GenerationParams
+    decoder_input_details: bool = False
+    top_n_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One token: a generated token, a prompt token (``prefill``) or an alternative (``top_tokens``).
+
+    ``logprob`` is NaN for the first prompt token, which has no prediction (TGI sends ``null``).
+    """
+
+    id: int
+    text: str
+    logprob: float
+    special: bool
+    top_tokens: tuple[TokenEvent, ...] = ()
+
+
+@dataclass(frozen=True)
+class FinishEvent:
+    """The last event of every request: the whole generation and its details."""
+
+    generated_text: str
+    finish_reason: FinishReason
+    generated_tokens: int
+    input_tokens: int
+    seed: int | None
+    prefill: list[TokenEvent]
+    tokens: list[TokenEvent]
+    queue_ms: float
+    inference_ms: float
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Counters since the engine was built, for ``/metrics``.
+
+    ``batch_sizes`` maps a batch size to the number of decode steps run with that many rows.
+    """
+
+    requests: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    rejected: int = 0
+    input_tokens: int = 0
+    generated_tokens: int = 0
+    prefills: int = 0
+    decode_steps: int = 0
+    max_batch_size: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+
+class EngineOverloaded(AlignerError):
+    """More than ``max_concurrent_requests`` requests in flight (HTTP 429, ``error_type`` ``overloaded``)."""
+
+
+class EngineValidationError(AlignerError, ValueError):
+    """The request cannot be served: prompt too long, too many tokens asked (HTTP 422, ``validation``)."""
+
+
+class EngineGenerationError(AlignerError, RuntimeError):
+    """The model failed while generating, or the engine stopped (HTTP 500, ``error_type`` ``generation``)."""
+
+
+MAX_TOP_N_TOKENS = 5
+"""TGI's default ``--max-top-n-tokens``."""
+
+_Event = TokenEvent | FinishEvent | BaseException
+
+
+class _Sequence:
+    """A request inside the engine: its tokens, decoding state and the way back to its event loop."""
+
+    def __init__(self, device: Any, req: EngineRequest, input_ids: list[int], seed: int | None) -> None:
+        import torch
+        from tokenizers.decoders import DecodeStream
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        params = req.params
+        self.request = req
+        self.input_ids = input_ids
+        self.ids = list(input_ids)
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+        if params.do_sample:
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(seed if seed is not None else 0)
+        processors = LogitsProcessorList()
+        if params.repetition_penalty is not None and params.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        if params.do_sample:
+            if params.temperature is not None and params.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_k:
+                processors.append(TopKLogitsWarper(params.top_k))
+            if params.top_p is not None:
+                processors.append(TopPLogitsWarper(params.top_p))
+        self.processors = processors
+        self.decoder = DecodeStream(ids=input_ids, skip_special_tokens=False)
+        self.text = ""
+        self.tokens: list[TokenEvent] = []
+        self.prefill: list[TokenEvent] = []
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue[_Event] = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.done = False
+        self.submitted = time.perf_counter()
+        self.started = self.submitted
+
+    @property
+    def last_id(self) -> int:
+        return self.ids[-1]
+
+    def send(self, event: _Event) -> None:
+        """Hand ``event`` to the request's event loop (from the worker thread)."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+
+class BatchingEngine:
+    """Serves generation requests from many clients with one model, decoding them together.
+
+    Use it as an async context manager (or call :meth:`start` / :meth:`stop`); requests made before the
+    engine starts wait in its queue. :meth:`stream` yields a :class:`TokenEvent` per generated token and a
+    :class:`FinishEvent` at the end; :meth:`generate` returns only the latter.
+
+    Args:
+        model: A causal LM whose KV cache is a plain ``DynamicCache`` (Llama, Mistral, Qwen2, ...).
+        tokenizer: Its fast tokenizer.
+        model_id: The name reported by ``/info``.
+        max_batch_size: Most requests decoded together; more wait for a free row.
+        max_concurrent_requests: Most requests in flight (waiting or decoding); more are refused.
+        max_input_tokens: Most prompt tokens per request.
+        max_total_tokens: Most prompt plus new tokens per request.
+        batch_wait_ms: How long an idle engine waits for more requests before starting a batch.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        model_id: str,
+        max_batch_size: int = 16,
+        max_concurrent_requests: int = 128,
+        max_input_tokens: int = 1024,
+        max_total_tokens: int = 2048,
+        batch_wait_ms: float = 2.0,
+    ) -> None:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("the batching engine needs a fast tokenizer (tokenizer.json)")
+        if max_batch_size < 1 or max_concurrent_requests < 1:
+            raise ValueError("max_batch_size and max_concurrent_requests must be >= 1")
+        if not 0 < max_input_tokens < max_total_tokens:
+            raise ValueError("need 0 < max_input_tokens < max_total_tokens")
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions is not None and max_total_tokens > positions:
+            raise ValueError(
+                f"max_total_tokens={max_total_tokens} exceeds the model's {positions} positions; "
+                f"pass max_total_tokens <= {positions}"
+            )
+        layers = DynamicCache(config=model.config).layers
+        if not all(type(layer) is DynamicLayer for layer in layers):
+            raise ValueError(
+                "the batching engine needs full attention in every layer (a plain DynamicCache); "
+                f"{type(model).__name__} uses {sorted({type(layer).__name__ for layer in layers})}"
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.max_batch_size = max_batch_size
+        self.max_concurrent_requests = max_concurrent_requests
+        self.max_input_tokens = max_input_tokens
+        self.max_total_tokens = max_total_tokens
+        self.batch_wait_ms = batch_wait_ms
+        self.device = model.device
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        self.eos_token_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
+        self._special_ids = frozenset(tokenizer.all_special_ids)
+        self._pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_token_ids)
+        )
+        self._keep_logits = "logits_to_keep" in _forward_parameters(model)
+        self._waiting: queue.Queue[_Sequence | None] = queue.Queue()
+        self._in_flight = 0
+        self._worker: threading.Thread | None = None
+        # Worker-thread state: the running batch, its KV cache and its attention mask (batch x cache length).
+        self._batch: list[_Sequence] = []
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None
+        self._stats_lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._batch_sizes: Counter[int] = Counter()
+
+    # -- public API ------------------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Requests accepted and not yet finished (waiting or decoding)."""
+        return self._in_flight
+
+    @property
+    def stats(self) -> EngineStats:
+        """A snapshot of the engine's counters."""
+        with self._stats_lock:
+            sizes = dict(self._batch_sizes)
+            return EngineStats(**self._counts, max_batch_size=max(sizes, default=0), batch_sizes=sizes)
+
+    async def start(self) -> None:
+        """Start the worker thread (once)."""
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name="aligner-engine", daemon=True)
+            self._worker.start()
+
+    async def stop(self) -> None:
+        """Stop the worker; requests still in flight fail with :class:`EngineGenerationError`."""
+        if self._worker is not None:
+            self._waiting.put(None)
+            await asyncio.to_thread(self._worker.join)
+            self._worker = None
+        self._fail(self._drain_waiting(), EngineGenerationError("the engine stopped"))
+
+    async def __aenter__(self) -> BatchingEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def stream(self, request: EngineRequest) -> AsyncGenerator[TokenEvent | FinishEvent, None]:
+        """Yield the generated tokens, then a :class:`FinishEvent`.
+
+        Raises :class:`EngineValidationError` or :class:`EngineOverloaded` at the first iteration, before
+        any event. Closing the stream early frees the request's row in the batch.
+        """
+        sequence = self._admit(request)
+        try:
+            while True:
+                event = await sequence.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, FinishEvent):
+                    return
+        finally:
+            sequence.cancelled.set()
+            self._in_flight -= 1
+
+    async def generate(self, request: EngineRequest) -> FinishEvent:
+        """Generate the whole answer and return its :class:`FinishEvent`."""
+        async with aclosing(self.stream(request)) as events:
+            async for event in events:
+                if isinstance(event, FinishEvent):
+                    return event
+        raise EngineGenerationError("the generation ended without a result")  # pragma: no cover
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text``, special tokens included, as the engine would tokenize a prompt."""
+        return len(self.tokenizer(text)["input_ids"])
+
+    def tokenize(self, text: str) -> list[tuple[int, str, int, int]]:
+        """``(id, text, start, stop)`` of every token of ``text``; offsets are character positions."""
+        encoding = self.tokenizer(text, return_offsets_mapping=True)
+        return [
+            (int(i), text[start:stop], int(start), int(stop))
+            for i, (start, stop) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True)
+        ]
+
+    # -- admission (event-loop thread) -----------------------------------------------------------------------
+
+    def _admit(self, request: EngineRequest) -> _Sequence:
+        input_ids = self._validate(request)
+        if self._in_flight >= self.max_concurrent_requests:
+            self._count(rejected=1)
+            raise EngineOverloaded(
+                f"Model is overloaded: more than {self.max_concurrent_requests} requests in flight"
+            )
+        params = request.params
+        seed = params.seed if params.seed is not None or not params.do_sample else random.getrandbits(63)
+        sequence = _Sequence(self.device, request, input_ids, seed if params.do_sample else None)
+        self._in_flight += 1
+        self._count(requests=1, input_tokens=len(input_ids))
+        self._waiting.put(sequence)
+        return sequence
+
+    def _validate(self, request: EngineRequest) -> list[int]:
+        if not request.prompt:
+            raise EngineValidationError("Input validation error: `inputs` cannot be empty")
+        if not 0 <= request.top_n_tokens <= MAX_TOP_N_TOKENS:
+            raise EngineValidationError(
+                f"Input validation error: `top_n_tokens` must be >= 0 and <= {MAX_TOP_N_TOKENS}. "
+                f"Given: {request.top_n_tokens}"
+            )
+        input_ids = [int(i) for i in self.tokenizer(request.prompt)["input_ids"]]
+        if len(input_ids) > self.max_input_tokens:
+            raise EngineValidationError(
+                f"Input validation error: `inputs` must have less than {self.max_input_tokens} tokens. "
+                f"Given: {len(input_ids)}"
+            )
+        new_tokens = request.params.max_new_tokens
+        if len(input_ids) + new_tokens > self.max_total_tokens:
+            raise EngineValidationError(
+                f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= "
+                f"{self.max_total_tokens}. Given: {len(input_ids)} `inputs` tokens and {new_tokens} "
+                "`max_new_tokens`"
+            )
+        return input_ids
+
+    # -- the worker thread -----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while (newcomers := self._take_newcomers()) is not None:
+                if newcomers:
+                    self._guarded(newcomers, lambda: self._prefill(newcomers))
+                self._drop_finished()
+                if self._batch:
+                    self._guarded(self._batch, self._decode_step)
+                    self._drop_finished()
+        self._fail(self._batch, EngineGenerationError("the engine stopped"))
+        self._reset_batch()
+
+    def _take_newcomers(self) -> list[_Sequence] | None:
+        """Waiting requests that fit in the batch; blocks while idle. ``None`` when the engine stops."""
+        room = self.max_batch_size - len(self._batch)
+        newcomers: list[_Sequence] = []
+        deadline: float | None = None
+        while len(newcomers) < room:
+            try:
+                if not self._batch and not newcomers:
+                    item = self._waiting.get()
+                    deadline = time.perf_counter() + self.batch_wait_ms / 1000
+                elif deadline is not None:
+                    item = self._waiting.get(timeout=max(0.0, deadline - time.perf_counter()))
+                else:
+                    item = self._waiting.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._fail(newcomers, EngineGenerationError("the engine stopped"))
+                return None
+            if item.cancelled.is_set():
+                self._count(cancelled=1)
+            else:
+                newcomers.append(item)
+        return newcomers
+
+    def _guarded(self, sequences: list[_Sequence], work: Callable[[], None]) -> None:
+        """Run ``work``; if it raises, fail ``sequences`` with a clear error instead of hanging them."""
+        try:
+            work()
+        except Exception as error:
+            failed = EngineGenerationError(f"generation failed: {type(error).__name__}: {error}")
+            failed.__cause__ = error
+            self._fail(sequences, failed)
+            if sequences is self._batch:
+                self._reset_batch()
+
+    def _prefill(self, newcomers: list[_Sequence]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        now = time.perf_counter()
+        for sequence in newcomers:
+            sequence.started = now
+        length = max(len(s.input_ids) for s in newcomers)
+        rows = [[self._pad_id] * (length - len(s.input_ids)) + s.input_ids for s in newcomers]
+        masks = [[0] * (length - len(s.input_ids)) + [1] * len(s.input_ids) for s in newcomers]
+        input_ids = torch.tensor(rows, device=self.device)
+        mask = torch.tensor(masks, device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        details = any(s.request.decoder_input_details for s in newcomers)
+        kwargs: dict[str, Any] = {"logits_to_keep": 0 if details else 1} if self._keep_logits else {}
+        cache = DynamicCache(config=self.model.config)
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            **kwargs,
+        )
+        logits = output.logits.float()
+        self._count(prefills=1)
+        if details:
+            for row, sequence in enumerate(newcomers):
+                if sequence.request.decoder_input_details:
+                    sequence.prefill = self._prefill_tokens(
+                        sequence, logits[row, length - len(sequence.input_ids) :]
+                    )
+        self._merge(newcomers, output.past_key_values, mask)
+        for row, sequence in enumerate(newcomers):
+            self._append(sequence, logits[row, -1])
+
+    def _decode_step(self) -> None:
+        import torch
+
+        assert self._mask is not None
+        batch = self._batch
+        input_ids = torch.tensor([[s.last_id] for s in batch], device=self.device)
+        positions = self._mask.sum(-1, keepdim=True)
+        mask = torch.cat([self._mask, self._mask.new_ones((len(batch), 1))], dim=-1)
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keep_logits else {}
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=self._cache,
+            use_cache=True,
+            **kwargs,
+        )
+        self._cache, self._mask = output.past_key_values, mask
+        self._count(decode_steps=1)
+        with self._stats_lock:
+            self._batch_sizes[len(batch)] += 1
+        logits = output.logits[:, -1].float()
+        for row, sequence in enumerate(batch):
+            self._append(sequence, logits[row])
+
+    def _merge(self, newcomers: list[_Sequence], cache: Any, mask: torch.Tensor) -> None:
+        """Add the prefilled rows to the running batch, left-padding the shorter KV cache."""
+        import torch
+        from torch.nn.functional import pad
+        from transformers import DynamicCache
+
+        if not self._batch:
+            self._batch, self._cache, self._mask = list(newcomers), cache, mask
+            return
+        assert self._mask is not None
+        length = max(mask.shape[-1], self._mask.shape[-1])
+
+        def left_pad(tensor: torch.Tensor, dim_from_end: int) -> torch.Tensor:
+            missing = length - tensor.shape[-dim_from_end]
+            return pad(tensor, (0, 0) * (dim_from_end - 1) + (missing, 0)) if missing else tensor
+
+        layers = [
+            tuple(
+                torch.cat([left_pad(old, 2), left_pad(new, 2)])
+                for old, new in ((a.keys, b.keys), (a.values, b.values))
+            )
+            for a, b in zip(self._cache.layers, cache.layers, strict=True)
+        ]
+        merged_mask = torch.cat([left_pad(self._mask, 1), left_pad(mask, 1)])
+        self._cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
+        self._mask = merged_mask
+        self._batch = self._batch + list(newcomers)
+
+    def _append(self, sequence: _Sequence, logits: torch.Tensor) -> None:
+        """Choose the next token of ``sequence`` from its ``logits``, send it, finish if it is the last."""
+        import torch
+
+        scores = logits.unsqueeze(0)
+        if sequence.processors:
+            ids = torch.tensor([sequence.ids], device=logits.device)
+            scores = sequence.processors(ids, scores)  # type: ignore[arg-type]
+        logprobs = torch.log_softmax(scores, dim=-1)[0]
+        if sequence.generator is not None:
+            probs = torch.softmax(scores, dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=sequence.generator)[0, 0])
+        else:
+            token = int(torch.argmax(scores[0]))
+        sequence.ids.append(token)
+        special = token in self._special_ids
+        text = sequence.decoder.step(self.tokenizer.backend_tokenizer, token) or ""
+        top: tuple[TokenEvent, ...] = ()
+        if sequence.request.top_n_tokens:
+            values, indices = torch.topk(logprobs, sequence.request.top_n_tokens)
+            top = tuple(self._token(int(i), float(v)) for v, i in zip(values, indices, strict=True))
+        event = TokenEvent(
+            id=token, text=text, logprob=float(logprobs[token]), special=special, top_tokens=top
+        )
+        sequence.tokens.append(event)
+        if not special:
+            sequence.text += text
+        self._count(generated_tokens=1)
+        sequence.send(event)
+        reason = self._finish_reason(sequence, token, text)
+        if reason is not None:
+            self._finish(sequence, reason)
+
+    def _finish_reason(self, sequence: _Sequence, token: int, text: str) -> FinishReason | None:
+        """TGI's order: length, then EOS, then stop sequences (searched where ``text`` can complete one)."""
+        params = sequence.request.params
+        if len(sequence.tokens) >= params.max_new_tokens:
+            return "length"
+        if token in self.eos_token_ids:
+            return "eos_token"
+        if params.stop and text:
+            window = len(text) + max(len(s) for s in params.stop)
+            tail = sequence.text[-window:]
+            if cut_at_stop(tail, params.stop) != tail:
+                return "stop_sequence"
+        return None
+
+    def _finish(self, sequence: _Sequence, reason: FinishReason) -> None:
+        now = time.perf_counter()
+        generated = sequence.ids[len(sequence.input_ids) :]
+        sequence.done = True
+        self._count(finished=1)
+        sequence.send(
+            FinishEvent(
+                generated_text=str(self.tokenizer.decode(generated, skip_special_tokens=True)),
+                finish_reason=reason,
+                generated_tokens=len(generated),
+                input_tokens=len(sequence.input_ids),
+                seed=sequence.seed,
+                prefill=sequence.prefill,
+                tokens=sequence.tokens,
+                queue_ms=(sequence.started - sequence.submitted) * 1000,
+                inference_ms=(now - sequence.started) * 1000,
+            )
+        )
+
+    def _drop_finished(self) -> None:
+        """Remove finished and cancelled rows from the batch and the cache columns only padding uses."""
+        import torch
+
+        keep = [row for row, s in enumerate(self._batch) if not s.done and not s.cancelled.is_set()]
+        if len(keep) == len(self._batch):
+            return
+        self._count(cancelled=sum(1 for s in self._batch if not s.done and s.cancelled.is_set()))
+        if not keep:
+            self._reset_batch()
+            return
+        assert self._mask is not None
+        self._batch = [self._batch[row] for row in keep]
+        index = torch.tensor(keep, device=self.device)
+        self._cache.batch_select_indices(index)
+        mask = self._mask[index]
+        first = int(mask.any(dim=0).nonzero()[0])
+        if first:
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+            mask = mask[:, first:]
+        self._mask = mask
+
+    def _reset_batch(self) -> None:
+        self._batch, self._cache, self._mask = [], None, None
+
+    def _prefill_tokens(self, sequence: _Sequence, logits: torch.Tensor) -> list[TokenEvent]:
+        """The prompt tokens with the log-probability the model gave each (NaN for the first)."""
+        import torch
+
+        ids = sequence.input_ids
+        logprobs = [math.nan]
+        if len(ids) > 1:
+            targets = torch.tensor(ids[1:], device=logits.device)
+            logprobs += torch.log_softmax(logits[:-1], dim=-1).gather(-1, targets[:, None])[:, 0].tolist()
+        return [self._token(i, lp) for i, lp in zip(ids, logprobs, strict=True)]
+
+    def _token(self, token: int, logprob: float) -> TokenEvent:
+        text = str(self.tokenizer.decode([token], skip_special_tokens=False))
+        return TokenEvent(id=token, text=text, logprob=logprob, special=token in self._special_ids)
+
+    # -- shared helpers --------------------------------------------------------------------------------------
+
+    def _fail(self, sequences: list[_Sequence], error: BaseException) -> None:
+        for sequence in sequences:
+            if not sequence.done:
+                sequence.done = True
+                sequence.send(error)
+                self._count(failed=1)
+
+    def _drain_waiting(self) -> list[_Sequence]:
+        drained: list[_Sequence] = []
+        while True:
+            try:
+                item = self._waiting.get_nowait()
+            except queue.Empty:
+                return drained
+            if item is not None:
+                drained.append(item)
+
+    def _count(self, **increments: int) -> None:
+        with self._stats_lock:
+            self._counts.update(increments)
+
+
+def _forward_parameters(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)

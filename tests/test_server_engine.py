@@ -1,0 +1,334 @@
+"""The dynamic-batching engine against transformers' own ``generate``, on a tiny random Llama and SmolLM2."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from langchain_aligner.generation import GenerationParams
+from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
+from langchain_aligner.server.engine import (
+    BatchingEngine,
+    EngineGenerationError,
+    EngineOverloaded,
+    EngineRequest,
+    EngineValidationError,
+    FinishEvent,
+    TokenEvent,
+)
+
+PROMPTS = [
+    "USER: Edit the following pair",
+    "Edit",
+    "ASSISTANT: make it more helpful and harmless. USER: Question-Answer",
+    "helpful and harmless",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir: Path) -> tuple[Any, Any]:
+    """The tiny random Llama of conftest, loaded once for this module."""
+    return load_model_and_tokenizer(tiny_llama_dir)
+
+
+@pytest.fixture
+async def engine(tiny: tuple[Any, Any]) -> AsyncIterator[BatchingEngine]:
+    """A started engine on the tiny Llama."""
+    async with BatchingEngine(*tiny, model_id="tiny", max_input_tokens=64, max_total_tokens=256) as running:
+        yield running
+
+
+def reference(model: Any, tokenizer: Any, prompt: str, **kwargs: Any) -> list[int]:
+    """Token ids of a single-request ``model.generate`` of ``prompt``."""
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, pad_token_id=tokenizer.pad_token_id, **kwargs)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def greedy(max_new_tokens: int, **kwargs: Any) -> EngineRequest:
+    return EngineRequest(PROMPTS[0], GenerationParams(max_new_tokens=max_new_tokens, **kwargs))
+
+
+async def collect(stream: AsyncIterator[TokenEvent | FinishEvent]) -> tuple[list[TokenEvent], FinishEvent]:
+    """The token events and the finish event of a stream."""
+    events = [event async for event in stream]
+    finish = events.pop()
+    assert isinstance(finish, FinishEvent)
+    assert all(isinstance(event, TokenEvent) for event in events)
+    return events, finish  # type: ignore[return-value]
+
+
+async def wait_until_queued(engine: BatchingEngine, count: int) -> None:
+    """Let the event loop run until ``count`` requests are in flight (admitted) in ``engine``."""
+    while engine.in_flight < count:
+        await asyncio.sleep(0)
+
+
+async def test_greedy_batch_equals_single_generate_with_staggered_arrivals(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    lengths = [30, 12, 20, 8]
+    expected = [
+        reference(model, tokenizer, p, do_sample=False, max_new_tokens=n)
+        for p, n in zip(PROMPTS, lengths, strict=True)
+    ]
+    engine = BatchingEngine(model, tokenizer, model_id="tiny", max_input_tokens=64, max_total_tokens=256)
+
+    def run(index: int) -> Any:
+        params = GenerationParams(max_new_tokens=lengths[index])
+        return asyncio.ensure_future(engine.generate(EngineRequest(PROMPTS[index], params)))
+
+    # The first two are prefilled together (left padding); the others join while the first still decodes.
+    first = engine.stream(EngineRequest(PROMPTS[0], GenerationParams(max_new_tokens=lengths[0])))
+    head = asyncio.ensure_future(anext(first))
+    second = run(1)
+    await wait_until_queued(engine, 2)
+    async with engine:
+        events = [await head]
+        while len(events) < 3:
+            events.append(await anext(first))
+        third, fourth = run(2), run(3)
+        rest, finish = await collect(first)
+        results = [finish, *await asyncio.gather(second, third, fourth)]
+        stats = engine.stats
+    assert finish.tokens == events + rest
+    assert [[t.id for t in r.tokens] for r in results] == expected
+    assert [r.finish_reason for r in results] == ["length"] * 4
+    assert [r.input_tokens for r in results] == [len(tokenizer(p)["input_ids"]) for p in PROMPTS]
+    assert stats.max_batch_size >= 2
+    assert stats.prefills >= 2
+    assert stats.generated_tokens == sum(lengths)
+    assert engine.in_flight == 0
+
+
+async def test_requests_queued_together_share_every_decode_step(tiny: tuple[Any, Any]) -> None:
+    engine = BatchingEngine(
+        *tiny, model_id="tiny", max_batch_size=3, max_input_tokens=64, max_total_tokens=256
+    )
+    requests = [EngineRequest(p, GenerationParams(max_new_tokens=6)) for p in PROMPTS]
+    tasks = [asyncio.ensure_future(engine.generate(r)) for r in requests]
+    await wait_until_queued(engine, len(requests))
+    async with engine:
+        await asyncio.gather(*tasks)
+    stats = engine.stats
+    # Three rows at most; the fourth request waits for a free row, then decodes alone.
+    assert stats.batch_sizes == {3: 5, 1: 5}
+    assert stats.requests == stats.finished == 4
+
+
+async def test_sampling_settings_match_generate(engine: BatchingEngine, tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    penalised = await engine.generate(greedy(12, repetition_penalty=1.5))
+    assert [t.id for t in penalised.tokens] == reference(
+        model, tokenizer, PROMPTS[0], do_sample=False, max_new_tokens=12, repetition_penalty=1.5
+    )
+    top_one = await engine.generate(greedy(12, do_sample=True, top_k=1, temperature=0.7, seed=3))
+    assert [t.id for t in top_one.tokens] == reference(
+        model, tokenizer, PROMPTS[0], do_sample=False, max_new_tokens=12
+    )
+
+
+async def test_seeded_sampling_is_reproducible_in_any_batch(engine: BatchingEngine) -> None:
+    sampled = greedy(16, do_sample=True, temperature=1.5, seed=42)
+    alone = await engine.generate(sampled)
+    crowded = await asyncio.gather(
+        engine.generate(sampled),
+        *(engine.generate(EngineRequest(p, GenerationParams(max_new_tokens=16))) for p in PROMPTS),
+    )
+    other_seed = await engine.generate(greedy(16, do_sample=True, temperature=1.5, seed=7))
+    assert alone.seed == 42
+    assert [t.id for t in crowded[0].tokens] == [t.id for t in alone.tokens]
+    assert [t.id for t in other_seed.tokens] != [t.id for t in alone.tokens]
+    unseeded = await engine.generate(greedy(16, do_sample=True, temperature=1.5))
+    assert unseeded.seed is not None
+    replay = await engine.generate(greedy(16, do_sample=True, temperature=1.5, seed=unseeded.seed))
+    assert [t.id for t in replay.tokens] == [t.id for t in unseeded.tokens]
+    assert (await engine.generate(greedy(4))).seed is None
+
+
+async def test_stop_sequence_ends_the_generation_where_it_completes(
+    engine: BatchingEngine, tiny: tuple[Any, Any]
+) -> None:
+    model, tokenizer = tiny
+    full = reference(model, tokenizer, PROMPTS[0], do_sample=False, max_new_tokens=40)
+    texts = [tokenizer.decode(full[:n], skip_special_tokens=True) for n in range(len(full) + 1)]
+    stop = texts[-1][len(texts[-1]) // 2 :][:3]
+    # Token texts are released once they form whole characters, so the stop is seen at a clean text end.
+    expected = next(n for n, text in enumerate(texts) if stop in text and not text.endswith("\ufffd"))
+    result = await engine.generate(greedy(40, stop=("never appears", stop)))
+    assert result.finish_reason == "stop_sequence"
+    assert [t.id for t in result.tokens] == full[:expected]
+    assert result.generated_text == texts[expected]  # TGI keeps the stop sequence in the text
+
+
+async def test_stream_yields_each_token_then_the_finish(
+    engine: BatchingEngine, tiny: tuple[Any, Any]
+) -> None:
+    tokens, finish = await collect(engine.stream(greedy(5)))
+    assert finish.finish_reason == "length"
+    assert finish.generated_tokens == 5
+    assert tokens == finish.tokens
+    assert finish.generated_text == tiny[1].decode([t.id for t in tokens], skip_special_tokens=True)
+    assert finish.queue_ms >= 0 and finish.inference_ms > 0
+    assert finish.prefill == []
+
+
+async def test_details_give_prompt_and_top_token_logprobs(
+    engine: BatchingEngine, tiny: tuple[Any, Any]
+) -> None:
+    model, tokenizer = tiny
+    request = EngineRequest(
+        PROMPTS[2], GenerationParams(max_new_tokens=4), decoder_input_details=True, top_n_tokens=3
+    )
+    result = await engine.generate(request)
+    input_ids = tokenizer(PROMPTS[2], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(input_ids).logits[0].float(), dim=-1)
+    expected = logprobs[:-1].gather(-1, input_ids[0, 1:, None])[:, 0]
+    assert [t.id for t in result.prefill] == input_ids[0].tolist()
+    assert math.isnan(result.prefill[0].logprob)
+    assert [t.logprob for t in result.prefill[1:]] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert result.prefill[0].special and result.prefill[0].text == tokenizer.bos_token
+    first = result.tokens[0]
+    assert first.logprob == pytest.approx(float(logprobs[-1].max()), abs=1e-4)
+    for token in result.tokens:
+        assert len(token.top_tokens) == 3
+        assert token.top_tokens[0].id == token.id  # greedy picks the most likely token
+        assert [t.logprob for t in token.top_tokens] == sorted(
+            (t.logprob for t in token.top_tokens), reverse=True
+        )
+
+
+async def test_invalid_requests_are_refused_before_any_event(engine: BatchingEngine) -> None:
+    long_prompt = " ".join(["Edit"] * 100)
+    cases = [
+        EngineRequest(long_prompt, GenerationParams(max_new_tokens=1)),
+        greedy(250),
+        EngineRequest("", GenerationParams()),
+        EngineRequest(PROMPTS[0], GenerationParams(), top_n_tokens=6),
+    ]
+    messages = []
+    for request in cases:
+        with pytest.raises(EngineValidationError) as caught:
+            await anext(aiter(engine.stream(request)))
+        messages.append(str(caught.value))
+    assert "must have less than 64 tokens" in messages[0]
+    assert "must be <= 256" in messages[1]
+    assert "cannot be empty" in messages[2]
+    assert "top_n_tokens" in messages[3]
+    assert engine.in_flight == 0 and engine.stats.requests == 0
+
+
+def test_engine_refuses_settings_it_cannot_honour(tiny: tuple[Any, Any]) -> None:
+    with pytest.raises(ValueError, match="256 positions"):
+        BatchingEngine(*tiny, model_id="tiny")
+    with pytest.raises(ValueError, match="max_input_tokens < max_total_tokens"):
+        BatchingEngine(*tiny, model_id="tiny", max_input_tokens=64, max_total_tokens=64)
+
+
+async def test_more_than_max_concurrent_requests_are_overloaded(tiny: tuple[Any, Any]) -> None:
+    async with BatchingEngine(
+        *tiny, model_id="tiny", max_concurrent_requests=1, max_input_tokens=64, max_total_tokens=256
+    ) as engine:
+        running = engine.stream(greedy(200))
+        assert isinstance(await anext(running), TokenEvent)
+        with pytest.raises(EngineOverloaded, match="overloaded"):
+            await anext(aiter(engine.stream(greedy(4))))
+        await running.aclose()
+        assert engine.in_flight == 0
+        assert (await engine.generate(greedy(4))).generated_tokens == 4
+        assert engine.stats.rejected == 1
+
+
+async def test_a_closed_stream_frees_its_row(tiny: tuple[Any, Any]) -> None:
+    async with BatchingEngine(
+        *tiny, model_id="tiny", max_batch_size=1, max_input_tokens=64, max_total_tokens=256
+    ) as engine:
+        abandoned = engine.stream(greedy(220))
+        await anext(abandoned)
+        await abandoned.aclose()
+        # With one row, this request can only run once the abandoned one has left the batch.
+        after = await engine.generate(greedy(3))
+        stats = engine.stats
+    assert after.generated_tokens == 3
+    assert stats.cancelled == 1 and stats.finished == 1
+    assert stats.generated_tokens - 3 < 220
+
+
+async def test_a_stream_closed_while_queued_never_runs(tiny: tuple[Any, Any]) -> None:
+    engine = BatchingEngine(*tiny, model_id="tiny", max_input_tokens=64, max_total_tokens=256)
+    queued = engine.stream(greedy(5))
+    task = asyncio.ensure_future(anext(queued))
+    await wait_until_queued(engine, 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await queued.aclose()
+    async with engine:
+        await engine.generate(greedy(2))
+    assert engine.stats.cancelled == 1 and engine.stats.generated_tokens == 2
+
+
+async def test_a_model_failure_fails_its_requests_and_the_engine_recovers(
+    engine: BatchingEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(engine.model, "forward", broken)
+    results = await asyncio.gather(*(engine.generate(greedy(4)) for _ in range(2)), return_exceptions=True)
+    assert all(isinstance(r, EngineGenerationError) and "out of memory" in str(r) for r in results)
+    monkeypatch.undo()
+    assert (await engine.generate(greedy(4))).generated_tokens == 4
+    assert engine.stats.failed == 2 and engine.in_flight == 0
+
+
+async def test_stopping_fails_requests_still_in_flight(tiny: tuple[Any, Any]) -> None:
+    engine = BatchingEngine(*tiny, model_id="tiny", max_input_tokens=64, max_total_tokens=256)
+    pending = asyncio.ensure_future(engine.generate(greedy(5)))
+    await wait_until_queued(engine, 1)
+    await engine.stop()
+    with pytest.raises(EngineGenerationError, match="stopped"):
+        await pending
+
+
+def test_tokenize_gives_ids_and_character_offsets(tiny: tuple[Any, Any]) -> None:
+    engine = BatchingEngine(*tiny, model_id="tiny", max_input_tokens=64, max_total_tokens=256)
+    text = "Edit the pair"
+    tokens = engine.tokenize(text)
+    assert [t[0] for t in tokens] == tiny[1](text)["input_ids"]
+    assert "".join(t[1] for t in tokens) == text
+    assert all(text[start:stop] == piece for _, piece, start, stop in tokens)
+    assert engine.count_tokens(text) == len(tokens)
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Iterator[tuple[Any, Any]]:
+    """The embedded default model (SmolLM2-135M-Instruct), float32."""
+    yield load_model_and_tokenizer(default_model_dir())
+
+
+@pytest.mark.slow
+async def test_greedy_batch_equals_single_generate_on_smollm2(smollm2: tuple[Any, Any]) -> None:
+    model, tokenizer = smollm2
+    prompts = ["The capital of France is", "List three colors:", "def fibonacci(n):", "Hi"]
+    expected = [reference(model, tokenizer, p, do_sample=False, max_new_tokens=16) for p in prompts]
+    async with BatchingEngine(model, tokenizer, model_id="smollm2") as engine:
+        streams = await asyncio.gather(
+            *(collect(engine.stream(EngineRequest(p, GenerationParams(max_new_tokens=16)))) for p in prompts)
+        )
+        stats = engine.stats
+    assert stats.max_batch_size >= 2
+    for (tokens, finish), ids in zip(streams, expected, strict=True):
+        assert [t.id for t in tokens] == ids
+        ended_by_eos = ids[-1] == tokenizer.eos_token_id and len(ids) < 16
+        assert finish.finish_reason == ("eos_token" if ended_by_eos else "length")
+        # Incremental detokenization of byte-level pieces adds up to the decoded text.
+        assert "".join(t.text for t in tokens if not t.special) == finish.generated_text
+        assert finish.generated_text == tokenizer.decode(ids, skip_special_tokens=True)
