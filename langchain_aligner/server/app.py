@@ -1,0 +1,593 @@
+"""The FastAPI app: TGI's routes and the OpenAI-compatible ones, on top of a :class:`BatchingEngine`.
+
+Errors have TGI's shape everywhere (``{"error": ..., "error_type": ...}``): 422 ``validation``, 429
+``overloaded``, 424 ``generation``, 500 ``incomplete_generation``, plus 401, 404 and 413. An error after a
+stream has started arrives as one last event with that body, as on TGI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException
+
+from langchain_aligner.backends._stops import StopTrimmer, cut_at_stop
+from langchain_aligner.server.engine import (
+    BatchingEngine,
+    EngineGenerationError,
+    EngineOverloaded,
+    EngineRequest,
+    EngineValidationError,
+    FinishEvent,
+    TokenEvent,
+)
+from langchain_aligner.server.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    ChatRequest,
+    CompatGenerateRequest,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+    Details,
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    Info,
+    ModelCard,
+    ModelList,
+    PrefillToken,
+    SimpleToken,
+    StreamDetails,
+    StreamResponse,
+    Token,
+    Usage,
+)
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app"]
+
+DEFAULT_MAX_REQUEST_BYTES = 2 * 1024 * 1024
+"""Largest request body accepted (413 above it), TGI's default ``--payload-limit``."""
+
+logger = logging.getLogger(__name__)
+
+_VERSION = version("langchain-aligner")
+_STATUS_ERROR_TYPES = {
+    401: "authentication",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+Events = AsyncIterator[TokenEvent | FinishEvent]
+
+
+class _Failure(Exception):
+    """An error answered with TGI's error body."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_type, self.message = status, error_type, message
+
+    def body(self) -> dict[str, str]:
+        return ErrorResponse(error=self.message, error_type=self.error_type).model_dump()
+
+
+def _failure(error: Exception) -> _Failure:
+    """The TGI error for what the engine raised."""
+    if isinstance(error, _Failure):
+        return error
+    if isinstance(error, EngineValidationError):  # its message has TGI's "Input validation error: " prefix
+        return _Failure(422, "validation", str(error))
+    if isinstance(error, EngineOverloaded):
+        return _Failure(429, "overloaded", str(error))
+    if isinstance(error, EngineGenerationError):
+        return _Failure(424, "generation", f"Request failed during generation: {error}")
+    logger.exception("unexpected error while serving a request", exc_info=error)
+    return _Failure(500, "internal", f"Internal server error: {type(error).__name__}: {error}")
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    """TGI-style text for pydantic's errors: our validators' messages as they are, others with a location."""
+    parts = []
+    for item in error.errors():
+        ctx_error = (item.get("ctx") or {}).get("error")
+        if item.get("type") == "value_error" and ctx_error is not None:
+            parts.append(str(ctx_error))
+        else:
+            location = ".".join(str(part) for part in item.get("loc", ())[1:]) or "body"
+            parts.append(f"`{location}`: {item.get('msg')}")
+    return "Input validation error: " + "; ".join(parts)
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` (declared or streamed) is answered with 413."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        received = 0
+
+        async def limited_receive() -> MutableMapping[str, Any]:
+            nonlocal received
+            if declared is not None and int(declared) > self.max_bytes:
+                raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class _Metrics:
+    """Prometheus metrics of one app, named as TGI names them (``tgi_request_*``)."""
+
+    def __init__(self, engine: BatchingEngine) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("tgi_request_count", "Generation requests received.", registry=r)
+        self.success = Counter("tgi_request_success", "Generation requests that finished.", registry=r)
+        self.failure = Counter("tgi_request_failure", "Failed requests by error type.", ["err"], registry=r)
+        self.duration = Histogram("tgi_request_duration", "Seconds from request to answer.", registry=r)
+        self.queue = Histogram("tgi_request_queue_duration", "Seconds waiting for a batch slot.", registry=r)
+        self.inference = Histogram("tgi_request_inference_duration", "Seconds of inference.", registry=r)
+        tokens = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+        self.input_length = Histogram(
+            "tgi_request_input_length", "Prompt tokens per request.", buckets=tokens, registry=r
+        )
+        self.generated = Histogram(
+            "tgi_request_generated_tokens", "Generated tokens per request.", buckets=tokens, registry=r
+        )
+        in_flight = Gauge("tgi_queue_size", "Requests in flight (queued or decoding).", registry=r)
+        in_flight.set_function(lambda: engine.in_flight)
+        r.register(_EngineCollector(engine))
+
+    def finished(self, finish: FinishEvent, started: float) -> None:
+        self.success.inc()
+        self.duration.observe(time.perf_counter() - started)
+        self.queue.observe(finish.queue_ms / 1000)
+        self.inference.observe(finish.inference_ms / 1000)
+        self.input_length.observe(finish.input_tokens)
+        self.generated.observe(finish.generated_tokens)
+
+    def failed(self, failure: _Failure) -> None:
+        self.failure.labels(err=failure.error_type).inc()
+
+
+_ENGINE_COUNTERS = (
+    "requests",
+    "finished",
+    "cancelled",
+    "failed",
+    "rejected",
+    "prefills",
+    "decode_steps",
+    "input_tokens",
+    "generated_tokens",
+)
+
+
+class _EngineCollector(Collector):
+    """The engine's own counters (:class:`EngineStats`), read at every scrape."""
+
+    def __init__(self, engine: BatchingEngine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.engine.stats
+        for name in _ENGINE_COUNTERS:
+            value = getattr(stats, name)
+            yield CounterMetricFamily(f"aligner_engine_{name}", f"Engine {name} so far.", value)
+        steps = CounterMetricFamily(
+            "aligner_engine_batch_steps", "Decode steps by batch size (rows).", labels=["size"]
+        )
+        for size, count in sorted(stats.batch_sizes.items()):
+            steps.add_metric([str(size)], count)
+        yield steps
+        yield GaugeMetricFamily(
+            "aligner_engine_max_batch_size", "Largest batch decoded so far.", stats.max_batch_size
+        )
+
+
+def _logprob(event: TokenEvent) -> float | None:
+    """The token's logprob; ``None`` (JSON ``null``) for the first prompt token, which has none."""
+    return None if math.isnan(event.logprob) else event.logprob
+
+
+def _token(event: TokenEvent) -> Token:
+    return Token(id=event.id, text=event.text, logprob=_logprob(event), special=event.special)
+
+
+def _openai_finish_reason(finish: FinishEvent) -> str:
+    return "length" if finish.finish_reason == "length" else "stop"
+
+
+def _usage(finish: FinishEvent) -> Usage:
+    return Usage(
+        prompt_tokens=finish.input_tokens,
+        completion_tokens=finish.generated_tokens,
+        total_tokens=finish.input_tokens + finish.generated_tokens,
+    )
+
+
+class _Server:
+    """The routes' shared state: the engine, metrics and the model's identity."""
+
+    def __init__(self, engine: BatchingEngine) -> None:
+        self.engine = engine
+        self.metrics = _Metrics(engine)
+        self.created = int(time.time())
+        self.fingerprint = f"{_VERSION}-langchain-aligner"
+        self.ready = False
+
+    # -- running requests ----------------------------------------------------------------------------------
+
+    def default_max_new_tokens(self, prompt: str) -> int:
+        """TGI's default: whatever fits in ``max_total_tokens`` after the prompt (at least 1; the engine
+        refuses a prompt that is too long)."""
+        return max(1, self.engine.max_total_tokens - self.engine.count_tokens(prompt))
+
+    async def generate(self, request: EngineRequest) -> FinishEvent:
+        """Run ``request`` to the end, counting it in the metrics; engine errors become :class:`_Failure`."""
+        started = time.perf_counter()
+        self.metrics.requests.inc()
+        try:
+            finish = await self.engine.generate(request)
+        except Exception as error:
+            failure = _failure(error)
+            self.metrics.failed(failure)
+            raise failure from error
+        self.metrics.finished(finish, started)
+        return finish
+
+    async def stream(self, request: EngineRequest) -> tuple[TokenEvent | FinishEvent, Events, float]:
+        """Start streaming ``request``: its first event (errors before it are raised as :class:`_Failure`,
+        so they get an HTTP status), the rest of the events and the start time."""
+        started = time.perf_counter()
+        self.metrics.requests.inc()
+        events = aiter(self.engine.stream(request))
+        try:
+            first = await anext(events)
+        except Exception as error:
+            failure = _failure(error)
+            self.metrics.failed(failure)
+            raise failure from error
+        return first, events, started
+
+    async def events(
+        self, first: TokenEvent | FinishEvent, events: Events, started: float
+    ) -> AsyncIterator[tuple[TokenEvent, FinishEvent | None]]:
+        """Pair each token with the finish event when it is the last one (TGI's last stream event carries
+        both), counting the request in the metrics. Closes the engine's stream if the client goes away."""
+        held: TokenEvent | None = None
+        try:
+            pending: TokenEvent | FinishEvent | None = first
+            while isinstance(pending, TokenEvent):
+                if held is not None:
+                    yield held, None
+                held = pending
+                try:
+                    pending = await anext(events, None)
+                except Exception:
+                    yield held, None  # the tokens generated before the failure go out first
+                    raise
+            if held is None or pending is None:
+                raise _Failure(500, "incomplete_generation", "Incomplete generation: the stream ended early")
+            self.metrics.finished(pending, started)
+            yield held, pending
+        except Exception as error:
+            failure = _failure(error)
+            self.metrics.failed(failure)
+            raise failure from error
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    # -- TGI -----------------------------------------------------------------------------------------------
+
+    def engine_request(self, request: GenerateRequest) -> EngineRequest:
+        params = request.parameters
+        return EngineRequest(
+            prompt=request.inputs,
+            params=params.to_generation_params(self.default_max_new_tokens(request.inputs)),
+            decoder_input_details=params.decoder_input_details,
+            top_n_tokens=params.top_n_tokens or 0,
+        )
+
+    async def generate_response(self, request: GenerateRequest) -> GenerateResponse:
+        finish = await self.generate(self.engine_request(request))
+        params = request.parameters
+        prefix = request.inputs if params.return_full_text else ""
+        details = None
+        if params.details:
+            details = Details(
+                finish_reason=finish.finish_reason,
+                generated_tokens=finish.generated_tokens,
+                seed=finish.seed,
+                prefill=[PrefillToken(id=t.id, text=t.text, logprob=_logprob(t)) for t in finish.prefill],
+                tokens=[_token(t) for t in finish.tokens],
+                top_tokens=[[_token(top) for top in t.top_tokens] for t in finish.tokens]
+                if params.top_n_tokens
+                else [],
+            )
+        return GenerateResponse(generated_text=prefix + finish.generated_text, details=details)
+
+    async def generate_stream(self, request: GenerateRequest) -> EventSourceResponse:
+        params = request.parameters
+        prefix = request.inputs if params.return_full_text else ""
+        started = await self.stream(self.engine_request(request))
+
+        async def body() -> AsyncIterator[str]:
+            index = 0
+            try:
+                async for token, finish in self.events(*started):
+                    index += 1
+                    event = StreamResponse(
+                        index=index, token=_token(token), top_tokens=[_token(t) for t in token.top_tokens]
+                    )
+                    if finish is not None:
+                        event.generated_text = prefix + finish.generated_text
+                        if params.details:
+                            event.details = StreamDetails(
+                                finish_reason=finish.finish_reason,
+                                generated_tokens=finish.generated_tokens,
+                                input_length=finish.input_tokens,
+                                seed=finish.seed,
+                            )
+                    yield event.model_dump_json()
+            except _Failure as failure:
+                yield json.dumps(failure.body())
+
+        return EventSourceResponse(body(), sep="\n")
+
+    def info(self) -> Info:
+        engine = self.engine
+        return Info(
+            model_id=engine.model_id,
+            max_concurrent_requests=engine.max_concurrent_requests,
+            max_input_tokens=engine.max_input_tokens,
+            max_total_tokens=engine.max_total_tokens,
+            version=_VERSION,
+        )
+
+    # -- OpenAI-compatible ---------------------------------------------------------------------------------
+
+    def openai_request(self, prompt: str, request: CompletionRequest | ChatRequest) -> EngineRequest:
+        return EngineRequest(
+            prompt=prompt, params=request.to_generation_params(self.default_max_new_tokens(prompt))
+        )
+
+    def chat_prompt(self, request: ChatRequest) -> str:
+        """The chat template applied to the messages; a leading BOS is dropped, as the engine adds it."""
+        tokenizer = self.engine.tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise _Failure(422, "validation", "Input validation error: the model has no chat template")
+        try:
+            messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+            prompt = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        except Exception as error:  # jinja raises for conversations the template refuses
+            raise _Failure(422, "validation", f"Input validation error: {error}") from error
+        bos = tokenizer.bos_token
+        return prompt[len(bos) :] if bos and prompt.startswith(bos) else prompt
+
+    def _ids(self, kind: str) -> dict[str, Any]:
+        return {
+            "id": f"{kind}-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": self.engine.model_id,
+            "system_fingerprint": self.fingerprint,
+        }
+
+    async def completion(self, request: CompletionRequest) -> CompletionResponse | EventSourceResponse:
+        engine_request = self.openai_request(request.text, request)
+        ids = self._ids("cmpl")
+        if not request.stream:
+            finish = await self.generate(engine_request)
+            text = cut_at_stop(finish.generated_text, request.stop)
+            choice = CompletionChoice(text=text, finish_reason=_openai_finish_reason(finish))
+            return CompletionResponse(**ids, choices=[choice], usage=_usage(finish))
+
+        def chunk(text: str, finish: FinishEvent | None) -> str:
+            reason = _openai_finish_reason(finish) if finish else ""
+            choices = [CompletionChoice(text=text, finish_reason=reason)]
+            return CompletionChunk(**ids, choices=choices).model_dump_json(exclude_none=True)
+
+        def usage_chunk(finish: FinishEvent) -> str:
+            return CompletionChunk(**ids, choices=[], usage=_usage(finish)).model_dump_json()
+
+        return await self._openai_stream(engine_request, request, chunk, usage_chunk)
+
+    async def chat_completion(self, request: ChatRequest) -> ChatCompletionResponse | EventSourceResponse:
+        engine_request = self.openai_request(self.chat_prompt(request), request)
+        ids = self._ids("chatcmpl")
+        if not request.stream:
+            finish = await self.generate(engine_request)
+            message = AssistantMessage(content=cut_at_stop(finish.generated_text, request.stop))
+            choice = ChatChoice(message=message, finish_reason=_openai_finish_reason(finish))
+            return ChatCompletionResponse(**ids, choices=[choice], usage=_usage(finish))
+
+        def chunk(text: str, finish: FinishEvent | None) -> str:
+            reason = _openai_finish_reason(finish) if finish else None
+            choices = [ChatChunkChoice(delta=AssistantMessage(content=text), finish_reason=reason)]
+            return ChatCompletionChunk(**ids, choices=choices).model_dump_json()
+
+        def usage_chunk(finish: FinishEvent) -> str:
+            return ChatCompletionChunk(**ids, choices=[], usage=_usage(finish)).model_dump_json()
+
+        return await self._openai_stream(engine_request, request, chunk, usage_chunk)
+
+    async def _openai_stream(
+        self,
+        engine_request: EngineRequest,
+        request: CompletionRequest | ChatRequest,
+        chunk: Callable[[str, FinishEvent | None], str],
+        usage_chunk: Callable[[FinishEvent], str],
+    ) -> EventSourceResponse:
+        """An OpenAI stream: a chunk per token (stop sequences held back and cut), the finish reason on the
+        last, then the usage chunk if asked for and ``[DONE]``."""
+        started = await self.stream(engine_request)
+
+        async def body() -> AsyncIterator[str]:
+            trimmer = StopTrimmer(request.stop)
+            try:
+                async for token, finish in self.events(*started):
+                    text = "" if token.special else trimmer.feed(token.text)
+                    if finish is not None:
+                        yield chunk(text + trimmer.flush(), finish)
+                        if request.include_usage:
+                            yield usage_chunk(finish)
+                    elif text:
+                        yield chunk(text, None)
+            except _Failure as failure:
+                yield json.dumps(failure.body())
+                return
+            yield "[DONE]"
+
+        return EventSourceResponse(body(), sep="\n")
+
+    def models(self) -> ModelList:
+        card = ModelCard(
+            id=self.engine.model_id, created=self.created, max_model_len=self.engine.max_total_tokens
+        )
+        return ModelList(data=[card], id=card.id, created=card.created)
+
+
+def create_app(
+    engine: BatchingEngine,
+    *,
+    api_key: str | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> FastAPI:
+    """Build the server's app around ``engine``; the engine starts and stops with the app (its lifespan).
+
+    Args:
+        engine: The batching engine that runs the model.
+        api_key: If set, every route but ``/health`` needs ``Authorization: Bearer <api_key>`` (else 401).
+        max_request_bytes: Largest request body accepted; larger ones get 413.
+    """
+    server = _Server(engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with engine:
+            server.ready = True
+            yield
+            server.ready = False
+
+    app = FastAPI(title="langchain-aligner", version=_VERSION, lifespan=lifespan)
+    app.state.server = server
+    app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
+
+    @app.exception_handler(_Failure)
+    async def _on_failure(_: Request, failure: _Failure) -> JSONResponse:
+        return JSONResponse(failure.body(), failure.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        body = ErrorResponse(error=_validation_message(error), error_type="validation")
+        return JSONResponse(body.model_dump(), 422)
+
+    @app.exception_handler(HTTPException)
+    async def _on_http(_: Request, error: HTTPException) -> JSONResponse:
+        error_type = _STATUS_ERROR_TYPES.get(error.status_code, "http")
+        body = ErrorResponse(error=str(error.detail), error_type=error_type)
+        return JSONResponse(body.model_dump(), error.status_code, headers=error.headers)
+
+    async def check_api_key(request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        if api_key is not None and not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/health", response_class=Response)
+    async def health() -> Response:
+        """200 once the engine runs, else 503."""
+        if not server.ready:
+            return JSONResponse(ErrorResponse(error="unhealthy", error_type="healthcheck").model_dump(), 503)
+        return Response(status_code=200)
+
+    api = APIRouter(dependencies=[Depends(check_api_key)])
+
+    @api.post("/generate", response_model=GenerateResponse)
+    async def generate(request: GenerateRequest) -> GenerateResponse:
+        """Generate text (TGI's ``/generate``)."""
+        return await server.generate_response(request)
+
+    @api.post("/generate_stream", response_class=EventSourceResponse)
+    async def generate_stream(request: GenerateRequest) -> EventSourceResponse:
+        """Generate text as Server-Sent Events (TGI's ``/generate_stream``)."""
+        return await server.generate_stream(request)
+
+    @api.post("/", response_model=None)
+    async def compat_generate(request: CompatGenerateRequest) -> list[GenerateResponse] | EventSourceResponse:
+        """TGI's compatibility route: a stream if ``stream`` is true, else a one-element list."""
+        if request.stream:
+            return await server.generate_stream(request)
+        return [await server.generate_response(request)]
+
+    @api.get("/info", response_model=Info)
+    async def info() -> Info:
+        """The model and the server's limits."""
+        return server.info()
+
+    @api.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @api.post("/tokenize", response_model=list[SimpleToken])
+    async def tokenize(request: GenerateRequest) -> list[SimpleToken]:
+        """The prompt's tokens (BOS included) with their character spans."""
+        return [
+            SimpleToken(id=i, text=text, start=start, stop=stop)
+            for i, text, start, stop in engine.tokenize(request.inputs)
+        ]
+
+    @api.post("/v1/completions", response_model=None)
+    async def completions(request: CompletionRequest) -> CompletionResponse | EventSourceResponse:
+        """OpenAI-compatible completions (one prompt)."""
+        return await server.completion(request)
+
+    @api.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: ChatRequest) -> ChatCompletionResponse | EventSourceResponse:
+        """OpenAI-compatible chat completions, with the tokenizer's chat template."""
+        return await server.chat_completion(request)
+
+    @api.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        """The served model (an OpenAI model list that is also TGI's ``ModelInfo``)."""
+        return server.models()
+
+    app.include_router(api)
+    return app

@@ -1,0 +1,371 @@
+"""The server app over real HTTP: TGI's error contract (422/424/429/401/413), metrics, tokenize, health, the
+in-stream error event and the ``langchain-aligner serve`` command. A tiny random Llama runs behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from langchain_aligner.models import load_model_and_tokenizer
+from langchain_aligner.server.app import create_app
+from langchain_aligner.server.background import run_server_in_thread
+from langchain_aligner.server.engine import BatchingEngine
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+"""A chat template for the tiny model, which has none; it starts with BOS, as most templates do."""
+
+
+@contextmanager
+def serve_tiny(
+    model_dir: Path,
+    *,
+    wrap_forward: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    chat_template: str | None = CHAT_TEMPLATE,
+    api_key: str | None = None,
+    max_request_bytes: int = 1 << 20,
+    **engine_kwargs: Any,
+) -> Iterator[tuple[str, BatchingEngine]]:
+    """Serve the tiny model on 127.0.0.1 (64 input / 128 total tokens unless told); yield URL and engine.
+
+    ``wrap_forward`` replaces the model's ``forward`` (to hold or fail generation on purpose).
+    """
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    tokenizer.chat_template = chat_template
+    if wrap_forward is not None:
+        model.forward = wrap_forward(model.forward)
+    limits = {"max_input_tokens": 64, "max_total_tokens": 128, **engine_kwargs}
+    engine = BatchingEngine(model, tokenizer, model_id="tiny-llama", **limits)
+    app = create_app(engine, api_key=api_key, max_request_bytes=max_request_bytes)
+    with run_server_in_thread(app) as url:
+        yield url, engine
+
+
+def failing_after(calls: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A ``wrap_forward`` whose forward pass raises from call ``calls + 1`` on (prefill is call 1)."""
+
+    def wrap(forward: Callable[..., Any]) -> Callable[..., Any]:
+        count = 0
+
+        @functools.wraps(forward)
+        def failing(*args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            count += 1
+            if count > calls:
+                raise RuntimeError("injected failure")
+            return forward(*args, **kwargs)
+
+        return failing
+
+    return wrap
+
+
+def sse_events(response: httpx.Response) -> list[Any]:
+    """The ``data:`` payloads of a Server-Sent Events body, JSON-decoded (``[DONE]`` kept as a string)."""
+    payloads = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
+    return [p if p == "[DONE]" else json.loads(p) for p in payloads]
+
+
+def metric_values(url: str) -> dict[str, float]:
+    """``/metrics`` as ``{"name{label=value}": value}``."""
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return values
+
+
+@pytest.fixture(scope="module")
+def served(tiny_llama_dir: Path) -> Iterator[tuple[str, BatchingEngine]]:
+    with serve_tiny(tiny_llama_dir) as served:
+        yield served
+
+
+@pytest.fixture
+def url(served: tuple[str, BatchingEngine]) -> str:
+    """Base URL of the module's server (tiny Llama, 64 input / 128 total tokens)."""
+    return served[0]
+
+
+def test_generate_is_the_models_greedy_output(served: tuple[str, BatchingEngine]) -> None:
+    url, engine = served
+    prompt = "Edit the following Question-Answer pair"
+    body = httpx.post(f"{url}/generate", json={"inputs": prompt, "parameters": {"max_new_tokens": 8}}).json()
+    ids = engine.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    expected = engine.model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None)
+    assert body["generated_text"] == engine.tokenizer.decode(expected[0, ids.shape[1] :])
+    assert [t["id"] for t in body["details"]["tokens"]] == expected[0, ids.shape[1] :].tolist()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"inputs": "hi", "parameters": {"top_p": 1.0}}, "`top_p` must be > 0.0 and < 1.0"),
+        ({"inputs": "hi", "parameters": {"temperature": 0}}, "`temperature` must be strictly positive"),
+        ({"inputs": "hi", "parameters": {"max_new_tokens": 0}}, "`max_new_tokens` must be strictly positive"),
+        ({"inputs": "hi", "parameters": {"stop": ["a"] * 5}}, "`stop` supports up to 4 stop sequences"),
+        ({"inputs": "hi", "parameters": {"grammar": {"type": "regex", "value": "a"}}}, "`grammar` is not"),
+        ({"inputs": "hi", "parameters": {"best_of": 2}}, "`best_of` must be > 0 and <= 1. Given: 2"),
+        ({"inputs": "Edit " * 100}, "`inputs` must have less than 64 tokens"),
+        ({"inputs": "hi", "parameters": {"max_new_tokens": 500}}, "`max_new_tokens` must be <= 128"),
+        ({"inputs": ""}, "`inputs` cannot be empty"),
+        ({"parameters": {}}, "`inputs`: Field required"),
+    ],
+)
+@pytest.mark.parametrize("route", ["/generate", "/generate_stream", "/"])
+def test_invalid_requests_get_tgis_422(url: str, route: str, body: dict[str, Any], message: str) -> None:
+    response = httpx.post(f"{url}{route}", json=body)
+    assert response.status_code == 422
+    assert response.json()["error_type"] == "validation"
+    assert response.json()["error"].startswith("Input validation error: ")
+    assert message in response.json()["error"]
+
+
+def test_malformed_json_is_a_validation_error(url: str) -> None:
+    response = httpx.post(
+        f"{url}/generate", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error_type"] == "validation"
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/v1/completions", {"prompt": "Edit " * 100}),
+        ("/v1/completions", {"prompt": ["a", "b"]}),
+        ("/v1/completions", {"prompt": "hi", "n": 2}),
+        ("/v1/chat/completions", {"messages": []}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "tools": [{"a": 1}]}),
+    ],
+)
+def test_invalid_openai_requests_get_422(url: str, route: str, body: dict[str, Any]) -> None:
+    response = httpx.post(f"{url}{route}", json=body)
+    assert response.status_code == 422
+    assert response.json()["error_type"] == "validation"
+
+
+def test_chat_without_a_chat_template_is_refused(tiny_llama_dir: Path) -> None:
+    with serve_tiny(tiny_llama_dir, chat_template=None) as (url, _):
+        response = httpx.post(
+            f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
+        )
+    assert response.status_code == 422
+    assert "no chat template" in response.json()["error"]
+
+
+def test_sampling_parameters_turn_sampling_on_and_the_seed_repeats(url: str) -> None:
+    body = {"inputs": "Edit the", "parameters": {"top_k": 50, "seed": 7, "max_new_tokens": 6}}
+    first, second = (httpx.post(f"{url}/generate", json=body).json() for _ in range(2))
+    assert first == second
+    assert first["details"]["seed"] == 7
+    greedy = httpx.post(f"{url}/generate", json={"inputs": "Edit the", "parameters": {"max_new_tokens": 6}})
+    assert greedy.json()["details"]["seed"] is None
+
+
+def test_return_full_text_and_no_details(url: str) -> None:
+    body = {
+        "inputs": "Edit the",
+        "parameters": {"max_new_tokens": 3, "return_full_text": True, "details": False},
+    }
+    answer = httpx.post(f"{url}/generate", json=body).json()
+    assert answer["generated_text"].startswith("Edit the")
+    assert answer["details"] is None
+
+
+async def test_overload_is_429_while_requests_are_held(tiny_llama_dir: Path) -> None:
+    gate = threading.Event()
+
+    def held(forward: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(forward)
+        def wait_then_forward(*args: Any, **kwargs: Any) -> Any:
+            gate.wait()
+            return forward(*args, **kwargs)
+
+        return wait_then_forward
+
+    with serve_tiny(tiny_llama_dir, wrap_forward=held, max_concurrent_requests=1) as (url, engine):
+        body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 2}}
+        async with httpx.AsyncClient(base_url=url) as client:
+            first = asyncio.create_task(client.post("/generate", json=body))
+            while engine.in_flight < 1:
+                await asyncio.sleep(0.01)
+            refused = await client.post("/generate", json=body)
+            refused_stream = await client.post("/generate_stream", json=body)
+            refused_openai = await client.post("/v1/completions", json={"prompt": "Edit the"})
+            gate.set()
+            accepted = await first
+        failures = metric_values(url)
+    for response in (refused, refused_stream, refused_openai):
+        assert response.status_code == 429
+        assert response.json()["error_type"] == "overloaded"
+    assert accepted.status_code == 200
+    assert failures["tgi_request_failure_total{err=overloaded}"] == 3
+    assert failures["aligner_engine_rejected_total"] == 3
+
+
+def test_error_during_a_stream_is_an_event(tiny_llama_dir: Path) -> None:
+    with serve_tiny(tiny_llama_dir, wrap_forward=failing_after(3)) as (url, _):
+        body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 10}}
+        streamed = httpx.post(f"{url}/generate_stream", json=body)
+        later = httpx.post(f"{url}/generate", json=body)
+        later_stream = httpx.post(f"{url}/generate_stream", json=body)
+    events = sse_events(streamed)
+    assert streamed.status_code == 200
+    assert [e["index"] for e in events[:-1]] == [1, 2, 3]  # every token generated before the failure
+    assert events[-1]["error_type"] == "generation"
+    assert "injected failure" in events[-1]["error"]
+    # Once the model fails at the prefill, the error comes before any token: a plain 424.
+    for response in (later, later_stream):
+        assert response.status_code == 424
+        assert response.json()["error_type"] == "generation"
+
+
+def test_error_during_an_openai_stream_is_an_event(tiny_llama_dir: Path) -> None:
+    with serve_tiny(tiny_llama_dir, wrap_forward=failing_after(2)) as (url, _):
+        body = {"prompt": "Edit the", "max_tokens": 10, "stream": True}
+        streamed = httpx.post(f"{url}/v1/completions", json=body)
+    events = sse_events(streamed)
+    assert events[-1]["error_type"] == "generation"
+    assert "[DONE]" not in events
+
+
+def test_api_key_is_required_except_for_health(tiny_llama_dir: Path) -> None:
+    with serve_tiny(tiny_llama_dir, api_key="s3cret") as (url, _):
+        body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 2}}
+        missing = httpx.post(f"{url}/generate", json=body)
+        wrong = httpx.get(f"{url}/info", headers={"authorization": "Bearer nope"})
+        right = httpx.post(f"{url}/generate", json=body, headers={"authorization": "Bearer s3cret"})
+        health = httpx.get(f"{url}/health")
+    for response in (missing, wrong):
+        assert response.status_code == 401
+        assert response.json()["error_type"] == "authentication"
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 200
+    assert health.status_code == 200
+
+
+def test_request_body_over_the_limit_is_413(tiny_llama_dir: Path) -> None:
+    with serve_tiny(tiny_llama_dir, max_request_bytes=200) as (url, _):
+        big = {"inputs": "x" * 300}
+        declared = httpx.post(f"{url}/generate", json=big)
+        chunked = httpx.post(
+            f"{url}/generate",
+            content=iter([json.dumps(big).encode()[:150], json.dumps(big).encode()[150:]]),
+            headers={"content-type": "application/json"},
+        )
+        small = httpx.post(f"{url}/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 2}})
+    assert "content-length" not in chunked.request.headers
+    for response in (declared, chunked):
+        assert response.status_code == 413
+        assert response.json()["error_type"] == "payload_too_large"
+    assert small.status_code == 200
+
+
+def test_metrics_count_requests_tokens_and_failures(url: str) -> None:
+    before = metric_values(url)
+    body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 4}}
+    httpx.post(f"{url}/generate", json=body)
+    httpx.post(f"{url}/generate_stream", json=body)
+    httpx.post(f"{url}/generate", json={"inputs": "Edit " * 100})
+    after = metric_values(url)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert delta("tgi_request_count_total") == 3
+    assert delta("tgi_request_success_total") == 2
+    assert delta("tgi_request_failure_total{err=validation}") == 1
+    assert delta("tgi_request_generated_tokens_sum") == 8
+    assert delta("tgi_request_duration_count") == 2
+    assert delta("aligner_engine_generated_tokens_total") == 8
+    assert after["tgi_queue_size"] == 0
+
+
+def test_tokenize_matches_the_tokenizer(served: tuple[str, BatchingEngine]) -> None:
+    url, engine = served
+    text = "Edit the answer"
+    tokens = httpx.post(f"{url}/tokenize", json={"inputs": text}).json()
+    assert [t["id"] for t in tokens] == engine.tokenizer(text)["input_ids"]
+    assert "".join(t["text"] for t in tokens) == text
+    assert all(text[t["start"] : t["stop"]] == t["text"] for t in tokens)
+
+
+def test_health_info_and_unknown_routes(url: str) -> None:
+    assert httpx.get(f"{url}/health").status_code == 200
+    info = httpx.get(f"{url}/info").json()
+    assert (info["model_id"], info["max_input_tokens"], info["max_total_tokens"]) == ("tiny-llama", 64, 128)
+    missing = httpx.get(f"{url}/nowhere")
+    assert missing.status_code == 404
+    assert missing.json()["error_type"] == "not_found"
+
+
+def test_serve_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "langchain_aligner.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for option in ("--model", "--max-batch-size", "--max-concurrent-requests", "--api-key", "--dtype"):
+        assert option in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_command_answers_generate(tiny_llama_dir: Path) -> None:
+    port = _free_port()
+    command = [sys.executable, "-m", "langchain_aligner.cli", "--log-level", "WARNING", "serve"]
+    command += ["--model", str(tiny_llama_dir), "--port", str(port), "--max-input-tokens", "64"]
+    command += ["--max-total-tokens", "128", "--api-key", "k"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url, headers = f"http://127.0.0.1:{port}", {"authorization": "Bearer k"}
+    try:
+        deadline = time.monotonic() + 300  # a bound against hanging, not a performance check
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 3}}
+        answer = httpx.post(f"{url}/generate", json=body, headers=headers)
+        info = httpx.get(f"{url}/info", headers=headers).json()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert answer.status_code == 200
+    assert answer.json()["details"]["generated_tokens"] == 3
+    assert info["max_total_tokens"] == 128
+    assert info["model_id"] == str(tiny_llama_dir)
+    assert process.returncode == 0
+
+
+def test_serve_command_refuses_limits_the_model_cannot_hold(tiny_llama_dir: Path) -> None:
+    command = [sys.executable, "-m", "langchain_aligner.cli", "serve", "--model", str(tiny_llama_dir)]
+    result = subprocess.run([*command, "--max-total-tokens", "4096"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "max_total_tokens=4096 exceeds the model's 256 positions" in result.stderr
