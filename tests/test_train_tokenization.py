@@ -50,6 +50,49 @@ def test_prompt_as_served_then_correction_and_eos(which: str, request: pytest.Fi
         assert ids[0] == tokenizer.bos_token_id
 
 
+def _trained_bpe(pre_tokenizer: Any, decoder: Any) -> Any:
+    """A BPE tokenizer trained on one prompt and its correction; ``pre_tokenizer=None`` lets merges cross
+    the prompt's end (the whole text becomes one token)."""
+    from tokenizers import Tokenizer, models, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    if pre_tokenizer is not None:
+        bpe.pre_tokenizer = pre_tokenizer
+    bpe.decoder = decoder
+    text = ALIGNER_V1.format(RECORD.question, RECORD.answer) + " " + RECORD.correction
+    bpe.train_from_iterator(
+        [text] * 20, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "</s>"])
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>", unk_token="<unk>")
+
+
+def test_sentencepiece_style_tokenizer_keeps_the_prompt_a_prefix() -> None:
+    from tokenizers import decoders, pre_tokenizers
+
+    metaspace = _trained_bpe(pre_tokenizers.Metaspace(prepend_scheme="first"), decoders.Metaspace())
+    prompt_ids = metaspace(ALIGNER_V1.format(RECORD.question, RECORD.answer))["input_ids"]
+    ids = encode_record(RECORD, metaspace)["input_ids"]
+    assert ids[: len(prompt_ids)] == prompt_ids
+    assert (
+        ids[:-1]
+        == metaspace(ALIGNER_V1.format(RECORD.question, RECORD.answer) + " " + RECORD.correction)["input_ids"]
+    )
+
+
+def test_merges_across_the_prompt_end_keep_the_prompt_as_served() -> None:
+    from tokenizers import decoders
+
+    merging = _trained_bpe(None, decoders.Fuse())
+    prompt = ALIGNER_V1.format(RECORD.question, RECORD.answer)
+    prompt_ids = merging(prompt)["input_ids"]
+    assert merging(prompt + " " + RECORD.correction)["input_ids"][: len(prompt_ids)] != prompt_ids
+    encoded = encode_record(RECORD, merging)
+    assert encoded["input_ids"][: len(prompt_ids)] == prompt_ids
+    assert merging.decode(encoded["input_ids"][len(prompt_ids) : -1]) == " " + RECORD.correction
+    assert encoded["labels"][: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
+
+
 def test_template_by_name_and_custom_text(smollm2: Any) -> None:
     qa_block = encode_record(RECORD, smollm2, template="aligner-qa-block")
     prompt = get_template("aligner-qa-block").format(RECORD.question, RECORD.answer)
