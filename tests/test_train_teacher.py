@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +133,36 @@ async def test_interrupted_run_resumes_without_duplicates_or_losses(tmp_path: Pa
     assert [(r.question, r.answer) for r in records] == PAIRS
     questions = [line["question"] for line in _lines(output)]
     assert len(questions) == len(set(questions)) == len(PAIRS)
+
+
+CTRL_C_SCRIPT = """
+import sys
+from tests.test_train_teacher import PAIRS, EditorModel
+from train.teacher import generate_corrections
+generate_corrections(PAIRS, EditorModel(block_after=5), sys.argv[1], concurrency=4, progress=False)
+"""
+
+
+def test_ctrl_c_keeps_every_finished_record(tmp_path: Path) -> None:
+    output = tmp_path / "teacher.jsonl"
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT, str(output)], cwd=root, stderr=subprocess.PIPE
+    )
+    try:
+        while not output.exists() or len(_lines(output)) < 5:
+            assert run.poll() is None, run.stderr.read().decode() if run.stderr else ""
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode != 0 and b"KeyboardInterrupt" in stderr
+    assert len(_lines(output)) == 5
+    resumed = EditorModel()
+    records = generate_corrections(PAIRS, resumed, output, progress=False)
+    assert len(resumed.calls) == len(PAIRS) - 5 and len(records) == len(PAIRS)
+    assert len({line["question"] for line in _lines(output)}) == len(_lines(output)) == len(PAIRS)
 
 
 async def test_a_line_cut_short_is_repaired_and_asked_again(tmp_path: Path) -> None:
