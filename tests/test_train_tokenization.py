@@ -144,5 +144,7 @@ def test_encode_records_dataset(smollm2: Any) -> None:
     assert dataset[0]["input_ids"] == encode_record(RECORD, smollm2, max_length=256)["input_ids"]
     assert dataset["length"] == [len(row["input_ids"]) for row in dataset]
     assert dataset["length"][1] < dataset["length"][0]
+    in_two_processes = encode_records(records, smollm2, max_length=256, num_proc=2)
+    assert list(in_two_processes["input_ids"]) == list(dataset["input_ids"])
     empty = encode_records([], smollm2)
     assert len(empty) == 0 and empty.column_names == dataset.column_names
