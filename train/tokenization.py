@@ -21,11 +21,15 @@ question its end); the correction's end is then cut to fill the rest. EOS is nev
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_aligner.templates import AlignerTemplate, get_template
 from langchain_aligner.truncation import fit_pair
 from train.records import QACRecord
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = ["CORRECTION_SEPARATOR", "IGNORE_INDEX", "encode_record", "encode_records"]
 
@@ -41,7 +45,7 @@ TARGET_RESERVE = 4
 
 def encode_record(
     record: QACRecord,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     *,
     template: AlignerTemplate | str = "aligner-v1",
     max_length: int = 2048,
@@ -90,12 +94,12 @@ def encode_record(
 
 def encode_records(
     records: Sequence[QACRecord],
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     *,
     template: AlignerTemplate | str = "aligner-v1",
     max_length: int = 2048,
     num_proc: int | None = None,
-) -> Any:
+) -> datasets.Dataset:
     """Encode records into a :class:`datasets.Dataset` with ``input_ids``, ``attention_mask``, ``labels``
     and ``length`` (the sequence length, for length-grouped batching); the order of ``records`` is kept.
 
@@ -124,7 +128,7 @@ def encode_records(
     )
 
 
-def _split(tokenizer: Any, prompt: str, correction: str) -> tuple[list[int], list[int]]:
+def _split(tokenizer: PreTrainedTokenizerBase, prompt: str, correction: str) -> tuple[list[int], list[int]]:
     """The prompt's ids as served, and the correction's ids that follow them (no EOS)."""
     prompt_ids: list[int] = tokenizer(prompt)["input_ids"]
     full_ids: list[int] = tokenizer(prompt + CORRECTION_SEPARATOR + correction)["input_ids"]
