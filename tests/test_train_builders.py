@@ -159,6 +159,10 @@ def test_build_dataset_from_specs(tmp_path: Path) -> None:
         ({"kind": "hub", "path": "x.jsonl"}, "needs a dataset 'name'"),
         ({"kind": "hh_rlhf", "path": "x.jsonl", "fields": {"question": "q"}}, "'fields' does not apply"),
         ({"kind": "jsonl", "path": "x.jsonl", "builder": "hh_rlhf"}, "'builder' applies only"),
+        (
+            {"kind": "hub", "name": "a/b", "builder": "hh_rlhf", "fields": {"question": "q"}},
+            "hh_rlhf builder",
+        ),
         ({"kind": "csv", "path": "x.csv"}, "kind"),
         ({"kind": "jsonl", "path": "x.jsonl", "limit": 0}, "limit"),
         ({"kind": "jsonl", "path": "x.jsonl", "shuffle": True}, "shuffle"),
@@ -183,6 +187,8 @@ def test_hub_unreachable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
         from_hub("Anthropic/hh-rlhf", "test", builder="hh_rlhf")
     with pytest.raises(ValueError, match="unknown builder"):
         from_hub("x/y", builder="csv")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'fields' applies to the 'qac' builder only"):
+        from_hub("x/y", builder="alpaca_eval", fields={"question": "prompt"})
 
 
 def test_hub_builder_goes_through_load_dataset(tmp_path: Path) -> None:

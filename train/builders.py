@@ -62,7 +62,8 @@ def from_hh_rlhf(source: str | Path | Rows, *, on_error: OnError = "skip") -> Re
     The dialogue the two share up to the last Assistant turn is the question: a single turn is the human's
     text alone, a longer dialogue keeps its ``Human:``/``Assistant:`` turns, one per paragraph. The rejected
     last turn is the answer, the chosen one the correction. Pairs whose contexts differ or whose last turns
-    are identical make no correction: they are skipped and listed in ``skipped``.
+    are identical make no correction: they are skipped and listed in ``skipped``. (In the prompt, the
+    template escapes its own role markers, ``Assistant:`` included, exactly as at inference.)
     """
     return _convert(source, _hh_rlhf_row, on_error)
 
@@ -103,6 +104,8 @@ def from_hub(
     """
     if builder not in get_args(BuilderName):
         raise ValueError(f"unknown builder {builder!r}; known: {list(get_args(BuilderName))}")
+    if fields and builder != "qac":
+        raise ValueError(f"'fields' applies to the 'qac' builder only, not {builder!r}")
     import datasets
 
     try:
@@ -151,6 +154,8 @@ class DataSource(BaseModel):
             raise ValueError(f"a {self.kind} source needs a 'path' and no 'name'")
         if self.fields and self.kind not in ("jsonl", "json", "parquet", "hub"):
             raise ValueError(f"'fields' does not apply to a {self.kind} source")
+        if self.fields and self.kind == "hub" and self.builder != "qac":
+            raise ValueError(f"'fields' does not apply to the {self.builder} builder")
         if self.kind != "hub" and "builder" in self.model_fields_set:
             raise ValueError("'builder' applies only to a hub source")
         return self
