@@ -140,6 +140,7 @@ def _reference_bars(axis: Axes, reference: ReferenceMetrics) -> None:
 def write_report(result: EvalResult, out_dir: str | Path) -> Path:
     """Write ``report.md`` and, when there is something to plot, ``report.png`` into ``out_dir``."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     write_chart(result, out / CHART_NAME)
     path = out / "report.md"
     path.write_text(render_markdown(result), encoding="utf-8")
