@@ -110,7 +110,7 @@ def test_generate_is_the_models_greedy_output(served: tuple[str, BatchingEngine]
     prompt = "Edit the following Question-Answer pair"
     body = httpx.post(f"{url}/generate", json={"inputs": prompt, "parameters": {"max_new_tokens": 8}}).json()
     ids = engine.tokenizer(prompt, return_tensors="pt")["input_ids"]
-    expected = engine.model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None)
+    expected = engine.model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None)  # type: ignore[operator]
     assert body["generated_text"] == engine.tokenizer.decode(expected[0, ids.shape[1] :])
     assert [t["id"] for t in body["details"]["tokens"]] == expected[0, ids.shape[1] :].tolist()
 

@@ -99,7 +99,7 @@ class GenerateParameters(BaseModel):
     typical_p: float | None = Field(default=None, description="Not supported.")
     watermark: bool = Field(default=False, description="Not supported.")
 
-    @field_validator("temperature", "repetition_penalty")
+    @field_validator("temperature", "repetition_penalty", "top_k", "max_new_tokens")
     @classmethod
     def _positive(cls, value: float | None, info: Any) -> float | None:
         return _strictly_positive(info.field_name, value)
@@ -108,13 +108,6 @@ class GenerateParameters(BaseModel):
     @classmethod
     def _unit(cls, value: float | None, info: Any) -> float | None:
         return _open_unit(info.field_name, value)
-
-    @field_validator("top_k", "max_new_tokens")
-    @classmethod
-    def _positive_int(cls, value: int | None, info: Any) -> int | None:
-        if value is not None and value <= 0:
-            raise ValueError(f"`{info.field_name}` must be strictly positive")
-        return value
 
     @field_validator("best_of")
     @classmethod
@@ -303,10 +296,8 @@ class _OpenAIParameters(BaseModel):
 
     @field_validator("max_tokens")
     @classmethod
-    def _positive_tokens(cls, value: int | None) -> int | None:
-        if value is not None and value <= 0:
-            raise ValueError("`max_tokens` must be strictly positive")
-        return value
+    def _positive_tokens(cls, value: int | None) -> float | None:
+        return _strictly_positive("max_tokens", value)
 
     @field_validator("n")
     @classmethod
@@ -373,26 +364,27 @@ class Usage(BaseModel):
     total_tokens: int
 
 
-class CompletionResponse(BaseModel):
-    """Body of a non-streamed ``/v1/completions`` answer."""
+class _OpenAIObject(BaseModel):
+    """Fields every OpenAI-compatible answer and chunk starts with."""
 
     id: str
-    object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
     system_fingerprint: str
+
+
+class CompletionResponse(_OpenAIObject):
+    """Body of a non-streamed ``/v1/completions`` answer."""
+
+    object: Literal["text_completion"] = "text_completion"
     choices: list[CompletionChoice]
     usage: Usage
 
 
-class CompletionChunk(BaseModel):
+class CompletionChunk(_OpenAIObject):
     """One event of a streamed ``/v1/completions`` answer; the optional last one has ``usage`` only."""
 
-    id: str
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
 
@@ -446,14 +438,10 @@ class ChatChoice(BaseModel):
     logprobs: None = None
 
 
-class ChatCompletionResponse(BaseModel):
+class ChatCompletionResponse(_OpenAIObject):
     """Body of a non-streamed ``/v1/chat/completions`` answer."""
 
-    id: str
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    system_fingerprint: str
     choices: list[ChatChoice]
     usage: Usage
 
@@ -467,14 +455,10 @@ class ChatChunkChoice(BaseModel):
     logprobs: None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(_OpenAIObject):
     """One event of a streamed ``/v1/chat/completions`` answer."""
 
-    id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    system_fingerprint: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
 
