@@ -71,6 +71,9 @@ def test_order_is_seeded_and_random() -> None:
 
     assert orders(1) == orders(1)
     assert orders(1) != orders(2)
+    # a dimension's orders do not depend on which other dimensions are judged
+    full = PairwiseJudge(ScriptedJudge(script=prefers_correction), seed=1).judge(records(12))
+    assert [j.order for j in full if j.dimension == "helpfulness"] == orders(1)
 
 
 def test_unparsed_errors_and_identical_pairs_are_counted_apart() -> None:
@@ -84,6 +87,7 @@ def test_unparsed_errors_and_identical_pairs_are_counted_apart() -> None:
     items = records(4)
     items[3] = items[3].model_copy(update={"correction": items[3].answer})
     judgements = PairwiseJudge(ScriptedJudge(script=script), dimensions=["helpfulness"]).judge(items)
+    assert [j.item_id for j in judgements] == ["item-0", "item-1", "item-2", "item-3"]
     by_id = {j.item_id: j for j in judgements}
     assert by_id["item-0"].outcome == "unparsed" and by_id["item-0"].raw == "Both have merits."
     assert by_id["item-1"].outcome == "error" and "judge is down" in (by_id["item-1"].error or "")

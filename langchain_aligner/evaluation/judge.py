@@ -106,6 +106,13 @@ def judge_messages(
     return [SystemMessage(PROMPTS[dimension]), HumanMessage("\n\n".join(parts))]
 
 
+_OUTCOMES: dict[Winner, Literal["win", "loss", "tie"]] = {
+    "correction": "win",
+    "original": "loss",
+    "tie": "tie",
+}
+
+
 class Judgement(BaseModel):
     """One judge decision on one item and dimension.
 
@@ -130,7 +137,7 @@ class Judgement(BaseModel):
             return "error"
         if self.winner is None:
             return "unparsed"
-        return {"correction": "win", "original": "loss", "tie": "tie"}[self.winner]  # type: ignore[return-value]
+        return _OUTCOMES[self.winner]
 
 
 def _winner(dimension: Dimension, order: Order, verdict: Verdict | None) -> Winner | None:
@@ -149,13 +156,22 @@ class _Task:
     dimension: Dimension
     order: Order
 
+    @property
+    def identical(self) -> bool:
+        """Original and correction are the same text: a tie, no judge call needed."""
+        return self.correction.strip() == self.record.answer.strip()
+
     def messages(self) -> list[BaseMessage]:
         pair = (self.correction, self.record.answer)
         first, second = pair if self.order == "correction_first" else pair[::-1]
         return judge_messages(self.dimension, self.record.question, first, second, self.record.reference)
 
-    def judgement(self, reply: Any) -> Judgement:
+    def judgement(self, reply: Any = None) -> Judgement:
+        """The judgement from the judge's ``reply`` (a message, text or exception); a tie when identical."""
         judgement = Judgement(item_id=self.record.id, dimension=self.dimension, order=self.order)
+        if self.identical:
+            judgement.winner, judgement.identical = "tie", True
+            return judgement
         if isinstance(reply, BaseException):
             judgement.error = f"{type(reply).__name__}: {reply}"
             return judgement
@@ -163,6 +179,12 @@ class _Task:
         judgement.verdict = parse_verdict(judgement.raw)
         judgement.winner = _winner(self.dimension, self.order, judgement.verdict)
         return judgement
+
+
+def _assemble(tasks: Sequence[_Task], calls: Sequence[_Task], replies: Sequence[Any]) -> list[Judgement]:
+    """Judgements in task order: the judge's replies for the calls made, ties for identical pairs."""
+    reply_of = {id(task): reply for task, reply in zip(calls, replies, strict=True)}
+    return [task.judgement(reply_of.get(id(task))) for task in tasks]
 
 
 class PairwiseJudge:
@@ -201,45 +223,42 @@ class PairwiseJudge:
         self.max_concurrency = max_concurrency
 
     def judge(self, records: Sequence[EvalRecord], config: RunnableConfig | None = None) -> list[Judgement]:
-        """Judge every record (which must have a ``correction``) on every applicable dimension."""
-        tasks, done = self._plan(records)
+        """Judge every record (which must have a ``correction``) on every applicable dimension.
+
+        Judgements come per dimension, in record order.
+        """
+        tasks = self._plan(records)
+        calls = [task for task in tasks if not task.identical]
         replies = self.model.batch(
-            [task.messages() for task in tasks], self._config(config), return_exceptions=True
+            [task.messages() for task in calls], self._config(config), return_exceptions=True
         )
-        return done + [task.judgement(reply) for task, reply in zip(tasks, replies, strict=True)]
+        return _assemble(tasks, calls, replies)
 
     async def ajudge(
         self, records: Sequence[EvalRecord], config: RunnableConfig | None = None
     ) -> list[Judgement]:
         """Async :meth:`judge`, at most ``max_concurrency`` judge calls at once."""
-        tasks, done = self._plan(records)
+        tasks = self._plan(records)
+        calls = [task for task in tasks if not task.identical]
         replies = await self.model.abatch(
-            [task.messages() for task in tasks], self._config(config), return_exceptions=True
+            [task.messages() for task in calls], self._config(config), return_exceptions=True
         )
-        return done + [task.judgement(reply) for task, reply in zip(tasks, replies, strict=True)]
+        return _assemble(tasks, calls, replies)
 
     def _config(self, config: RunnableConfig | None) -> RunnableConfig:
         return {**(config or {}), "max_concurrency": self.max_concurrency}
 
-    def _plan(self, records: Sequence[EvalRecord]) -> tuple[list[_Task], list[Judgement]]:
-        """The judge calls to make, and the judgements that need none (identical pairs)."""
-        for record in records:
-            if record.correction is None:
-                raise ValueError(f"record {record.id!r} has no correction to judge")
-        tasks, done = [], []
-        for index, dimension in enumerate(self.dimensions):
+    def _plan(self, records: Sequence[EvalRecord]) -> list[_Task]:
+        """One task per record and applicable dimension, with its A/B order."""
+        tasks = []
+        for dimension in self.dimensions:
             applicable = [r for r in records if dimension != "honesty" or r.reference is not None]
-            for record, order in zip(applicable, self._orders(len(applicable), index), strict=True):
-                assert record.correction is not None
-                if record.correction.strip() == record.answer.strip():
-                    done.append(
-                        Judgement(
-                            item_id=record.id, dimension=dimension, order=order, winner="tie", identical=True
-                        )
-                    )
-                else:
-                    tasks.append(_Task(record, record.correction, dimension, order))
-        return tasks, done
+            orders = self._orders(len(applicable), DIMENSIONS.index(dimension))
+            for record, order in zip(applicable, orders, strict=True):
+                if record.correction is None:
+                    raise ValueError(f"record {record.id!r} has no correction to judge")
+                tasks.append(_Task(record, record.correction, dimension, order))
+        return tasks
 
     def _orders(self, count: int, stream: int) -> list[Order]:
         """A seeded shuffle with the correction first in half of the items (one more if ``count`` is odd)."""
