@@ -58,15 +58,16 @@ class SFTConfig:
 
     # Model and data
     model: str | None = None
-    """A Hugging Face model directory or a ``.gguf`` file; ``None``: the embedded SmolLM2-135M-Instruct."""
+    """A Hugging Face model directory or a ``.gguf`` file; ``None``: the embedded SmolLM2-135M-Instruct base
+    (without the ``aligner-tiny`` adapter)."""
     data: list[dict[str, Any]] = field(default_factory=list)
     """Data sources, each a ``train.builders.DataSource`` spec, e.g. ``{kind: jsonl, path: data.jsonl}``."""
     template: str = "aligner-v1"
     """Prompt template name (``langchain_aligner.templates.TEMPLATES``) or a custom text."""
     max_length: int = 2048
     identity_warmup_share: float = 0.0
-    """Share of records trained first as Q-A-A (the answer copied as its own correction); the paper found ~0.2
-    best. 0 turns the warm-up phase off."""
+    """Share of records trained first, for one epoch, as Q-A-A (the answer copied as its own correction); the
+    paper found ~0.2 best. 0 turns the warm-up phase off."""
     eval_share: float = 0.0
     """Share of records held out (fixed by ``seed``) and scored after each epoch; 0 holds none out."""
     max_records: int | None = None
@@ -252,6 +253,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "2e-5" (no dot) as a string
+        except ValueError:
+            pass
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
     return value

@@ -1,0 +1,142 @@
+"""Real DeepSpeed jobs: ``deepspeed --num_gpus 2 --module train sft`` (ZeRO-3 and ZeRO-2, two CPU ranks) and a
+single-process LoRA run on a tiny Llama; the loss falls and the export loads in the serving backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from langchain_aligner import GenerationParams
+from langchain_aligner.backends import TransformersBackend
+from train.config import CONFIG_DIR
+from train.trainer import LOSS_LOG
+
+pytestmark = pytest.mark.slow
+
+TOPICS = [
+    "tea",
+    "rain",
+    "maps",
+    "bread",
+    "music",
+    "stone",
+    "rivers",
+    "glass",
+    "paper",
+    "gardens",
+    "snow",
+    "clocks",
+]
+
+
+def write_qac(path: Path, count: int = 40) -> Path:
+    """Write ``count`` synthetic Q-A-C records: a curt answer, a polite fixed-pattern correction."""
+    rows = []
+    for i in range(count):
+        topic = TOPICS[i % len(TOPICS)]
+        rows.append(
+            {
+                "question": f"Tell me about {topic}." + " Please." * (i % 4),
+                "answer": f"No. {topic} is dull.",
+                "correction": f"Sure! {topic.capitalize()} is interesting, and here is why."
+                + " Yes." * (i % 5),
+            }
+        )
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def run_sft(
+    model_dir: Path, data: Path, output: Path, *overrides: str, ranks: int = 2, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``train sft`` with the tiny config: under the DeepSpeed launcher with ``ranks`` CPU ranks, or as a
+    plain ``python -m train`` process for ``ranks=1``."""
+    args = [
+        "sft",
+        "--config",
+        str(CONFIG_DIR / "sft-tiny.yaml"),
+        f"model={model_dir}",
+        f"data=[{{kind: jsonl, path: '{data}'}}]",
+        f"output_dir={output}",
+        *overrides,
+    ]
+    if ranks == 1:
+        command = [sys.executable, "-m", "train", *args]
+    else:
+        port = str(29500 + os.getpid() % 1000)
+        launcher = [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={ranks}"]
+        command = [*launcher, f"--master_port={port}", "--no_local_rank", "--module", "train", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"train sft failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def read_log(output: Path) -> list[dict]:
+    """The training lines of the loss log (evaluation lines left out)."""
+    lines = [json.loads(line) for line in (output / LOSS_LOG).read_text().splitlines()]
+    return [line for line in lines if "loss" in line]
+
+
+def assert_trained_and_served(output: Path, fall: float = 0.8) -> list[dict]:
+    """The loss fell to ``fall`` times its first value or less, the log is complete, the export generates."""
+    log = read_log(output)
+    assert len(log) >= 4
+    assert [line["step"] for line in log] == list(range(1, len(log) + 1))
+    assert log[-1]["loss"] < fall * log[0]["loss"], [line["loss"] for line in log]
+    assert all(0.0 <= line["padding_share"] < 1.0 and line["tokens_per_s"] > 0 for line in log)
+    assert {line["phase"] for line in log} == {"warmup", "main"}
+    backend = TransformersBackend(output / "model")
+    generation = backend.generate(
+        "BEGINNING OF CONVERSATION: USER: hi ASSISTANT:", GenerationParams(max_new_tokens=8)
+    )
+    assert generation.text.strip()
+    return log
+
+
+@pytest.fixture(scope="module")
+def qac_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_qac(tmp_path_factory.mktemp("data") / "qac.jsonl")
+
+
+def test_two_rank_zero3(tiny_llama_dir: Path, qac_file: Path, tmp_path: Path) -> None:
+    output = tmp_path / "zero3"
+    run_sft(tiny_llama_dir, qac_file, output)
+    log = assert_trained_and_served(output)
+    # Every record index of the plan is trained in the warm-up phase or the main phase; none is lost.
+    assert set().union(*(line["records"] for line in log)) == set(range(36))
+    evals = [json.loads(line) for line in (output / LOSS_LOG).read_text().splitlines() if "eval_loss" in line]
+    assert len(evals) == 3 and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    assert len(list((output / "checkpoints").glob("step-*"))) == 2  # save_total_limit
+
+
+def test_two_rank_zero2(tiny_llama_dir: Path, qac_file: Path, tmp_path: Path) -> None:
+    output = tmp_path / "zero2"
+    run_sft(tiny_llama_dir, qac_file, output, "deepspeed=ds_zero2.json", "num_epochs=1", "eval_share=0")
+    assert_trained_and_served(output)
+
+
+def test_single_process_lora_writes_adapter_and_merged_model(
+    tiny_llama_dir: Path, qac_file: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "lora"
+    overrides = ["lora.r=8", "learning_rate=3e-2", "eval_share=0", "deepspeed=ds_zero2.json"]
+    run_sft(tiny_llama_dir, qac_file, output, *overrides, ranks=1)
+    # LoRA on a random model with a frozen output layer moves the loss less than full fine-tuning.
+    assert_trained_and_served(output, fall=0.95)
+    assert (output / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((output / "adapter" / "adapter_config.json").read_text())["r"] == 8
+
+
+def test_bad_override_fails_clearly(tiny_llama_dir: Path, qac_file: Path, tmp_path: Path) -> None:
+    result = run_sft(tiny_llama_dir, qac_file, tmp_path, "learnin_rate=1", ranks=1, check=False)
+    assert result.returncode != 0
+    assert "unknown config key(s) ['learnin_rate']" in result.stderr

@@ -1,0 +1,126 @@
+"""``python -m train sft --config CONFIG.yaml [--resume] [key=value ...]``: fine-tune an Aligner.
+
+Loads the config (file, then overrides), the model (LoRA applied if configured) and the data sources, holds
+out ``eval_share`` of the records, splits off the identity warm-up records, tokenizes everything with the
+inference template, trains (warm-up phase, then main phase) and exports to ``output_dir/model``.
+The same command runs under ``deepspeed --num_gpus N --module train sft ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from train.batching import Phase
+from train.config import ConfigError, SFTConfig, config_to_dict, load_config
+
+__all__ = ["main", "parse_args", "load_records", "split_records", "apply_lora"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTConfig, argparse.Namespace]:
+    """Parse ``--config``, ``--resume`` and ``key=value`` overrides into an :class:`SFTConfig`."""
+    parser = argparse.ArgumentParser(prog="python -m train sft", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="YAML or JSON config (train/configs/sft-aligner.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # the launcher's
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lora.r=8")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(SFTConfig, args.config, args.overrides)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if args.resume:
+        config.resume = True
+    return config, args
+
+
+def load_records(config: SFTConfig) -> list[Any]:
+    """Every record of the configured data sources, in order."""
+    from train.builders import build_dataset
+
+    if not config.data:
+        raise ValueError(
+            "no data: set data to a list of sources, e.g. data='[{kind: jsonl, path: qac.jsonl}]'"
+        )
+    return list(build_dataset(config.data))
+
+
+def split_records(records: Sequence[Any], config: SFTConfig) -> tuple[list[Any], list[Any], list[Any]]:
+    """``(warm-up Q-A-A, main Q-A-C, held-out)`` records: the held-out share and ``max_records`` are drawn
+    with ``seed``, then ``identity_warmup_share`` of the training records become warm-up records."""
+    from train.records import identity_warmup
+
+    order = list(range(len(records)))
+    random.Random(config.seed).shuffle(order)
+    held = round(config.eval_share * len(records))
+    train_ids = sorted(order[held:][: config.max_records])
+    held_out = [records[i] for i in sorted(order[:held])]
+    warmup, main = identity_warmup(
+        [records[i] for i in train_ids], config.identity_warmup_share, seed=config.seed
+    )
+    return warmup, main, held_out
+
+
+def apply_lora(model: Any, config: SFTConfig) -> Any:
+    """Wrap ``model`` with a LoRA adapter (``peft``) when ``config.lora`` is set; otherwise return it."""
+    if config.lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run supervised fine-tuning; returns the process exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config, _ = parse_args(argv)
+
+    from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
+    from train.tokenization import encode_records
+    from train.trainer import SFTTrainer, init_distributed
+
+    rank, world_size = init_distributed()
+    warmup, main_records, held_out = split_records(load_records(config), config)
+    # No model named: the embedded SmolLM2 base, without the adapter a previous `make aligner-tiny` merged in.
+    model, tokenizer = load_model_and_tokenizer(config.model or default_model_dir(adapter_dir=None))
+    model.train()
+    model = apply_lora(model, config)
+
+    def encode(records: list[Any]) -> Any:
+        return encode_records(records, tokenizer, template=config.template, max_length=config.max_length)
+
+    dataset = encode(warmup + main_records)
+    phases = [
+        Phase("warmup", range(len(warmup)), epochs=1),
+        Phase("main", range(len(warmup), len(dataset)), epochs=config.num_epochs),
+    ]
+    if rank == 0:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+        logger.info(
+            "%d warm-up, %d main, %d held-out records; %d rank(s)",
+            len(warmup),
+            len(main_records),
+            len(held_out),
+            world_size,
+        )
+    trainer = SFTTrainer(config, model, tokenizer, dataset, phases, encode(held_out) if held_out else None)
+    result = trainer.train()
+    model_dir = trainer.export()
+    if rank == 0:
+        logger.info("trained %d steps (last loss %s); model in %s", result.steps, result.last_loss, model_dir)
+    return 0
