@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -53,9 +54,15 @@ prefers_correction = prefers(MARK)
 
 
 class ScriptedJudge(BaseChatModel):
-    """A chat model whose reply is ``script(system_text, human_text)``; a raised error fails the call."""
+    """A chat model whose reply is ``script(system_text, human_text)``; a raised error fails the call.
+
+    Its async calls count how many run at once (``peak``).
+    """
 
     script: Callable[[str, str], str]
+    #: Async calls running now, and the most seen at once.
+    in_flight: int = 0
+    peak: int = 0
 
     @property
     def _llm_type(self) -> str:
@@ -66,3 +73,14 @@ class ScriptedJudge(BaseChatModel):
     ) -> ChatResult:
         reply = self.script(messages[0].text, messages[-1].text)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            return self._generate(messages)
+        finally:
+            self.in_flight -= 1

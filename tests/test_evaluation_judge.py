@@ -104,9 +104,11 @@ def test_honesty_only_on_records_with_a_reference() -> None:
     assert Counter(j.dimension for j in judgements) == {"helpfulness": 5, "harmlessness": 5, "honesty": 2}
 
 
-async def test_ajudge_matches_judge() -> None:
-    judge = PairwiseJudge(ScriptedJudge(script=prefers_correction), seed=5, max_concurrency=2)
+async def test_ajudge_matches_judge_with_bounded_concurrency() -> None:
+    model = ScriptedJudge(script=prefers_correction)
+    judge = PairwiseJudge(model, seed=5, max_concurrency=2)
     assert await judge.ajudge(records(6)) == judge.judge(records(6))
+    assert model.peak == 2
 
 
 def test_bad_input_is_refused() -> None:
