@@ -351,8 +351,10 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             for delta in _prepend(first, deltas):
                 if delta.text:
                     llm_run.on_llm_new_token(delta.text)
+                text = delta.text if emitted else delta.text.lstrip()
+                if text:
                     emitted = True
-                    yield AIMessageChunk(content=delta.text, id=message_id)
+                    yield AIMessageChunk(content=text, id=message_id)
                 generation = delta.generation or generation
         except AlignerBackendError as error:
             if llm_run is not None:
@@ -389,16 +391,14 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
                 lambda: _aopen_stream(self._backend.astream(fitted.prompt, params)),
                 **self._retry_settings(),
             )
-            generation = first.generation if first else None
-            if first is not None and first.text:
-                await llm_run.on_llm_new_token(first.text)
-                emitted = True
-                yield AIMessageChunk(content=first.text, id=message_id)
-            async for delta in deltas:
+            generation = None
+            async for delta in _aprepend(first, deltas):
                 if delta.text:
                     await llm_run.on_llm_new_token(delta.text)
+                text = delta.text if emitted else delta.text.lstrip()
+                if text:
                     emitted = True
-                    yield AIMessageChunk(content=delta.text, id=message_id)
+                    yield AIMessageChunk(content=text, id=message_id)
                 generation = delta.generation or generation
         except AlignerBackendError as error:
             if llm_run is not None:
@@ -502,8 +502,9 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             },
         )
         message_id = message_id or (item.message.id if item.message is not None else None)
+        # Aligners write the correction after "ASSISTANT:" with a leading space (as trained): drop it.
         return AIMessage(
-            content=generation.text, id=message_id, response_metadata=metadata, usage_metadata=usage
+            content=generation.text.lstrip(), id=message_id, response_metadata=metadata, usage_metadata=usage
         )
 
     def _original(self, item: AlignerInput, extra: dict[str, Any], start: float | None = None) -> AIMessage:
@@ -642,3 +643,12 @@ def _prepend(first: GenerationDelta | None, rest: Iterator[GenerationDelta]) -> 
     if first is not None:
         yield first
     yield from rest
+
+
+async def _aprepend(
+    first: GenerationDelta | None, rest: AsyncIterator[GenerationDelta]
+) -> AsyncIterator[GenerationDelta]:
+    if first is not None:
+        yield first
+    async for delta in rest:
+        yield delta

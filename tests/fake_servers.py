@@ -43,9 +43,13 @@ def fake_correction(prompt: str) -> str:
 
 
 def fake_generate(prompt: str, max_new_tokens: int, stop: list[str]) -> tuple[list[str], str]:
-    """Tokens generated for ``prompt`` and TGI's finish reason; a stop sequence is kept, as TGI does."""
+    """Tokens generated for ``prompt`` and TGI's finish reason; a stop sequence is kept, as TGI does.
+
+    The first token has a leading space, as a real Aligner's after ``ASSISTANT:``; ``AlignerRunnable`` drops
+    it, so what users see is exactly :func:`fake_correction`.
+    """
     tokens, text = [], ""
-    for token in fake_tokens(fake_correction(prompt)):
+    for token in fake_tokens(" " + fake_correction(prompt)):
         if len(tokens) == max_new_tokens:
             return tokens, "length"
         tokens.append(token)

@@ -17,7 +17,7 @@ from langchain_aligner.backends import (
 from tests.fake_servers import MODEL_ID, FakeServer, fake_correction, fake_tokens
 
 PROMPT = "BEGINNING OF CONVERSATION: USER: Edit this: why | because ASSISTANT:"
-FULL = fake_correction(PROMPT)
+FULL = " " + fake_correction(PROMPT)  # backends return the text as generated, leading space included
 
 
 @pytest.fixture(params=["tgi", "openai"])
