@@ -25,6 +25,7 @@ request after another. The design, in brief:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import queue
 import random
@@ -106,7 +107,9 @@ class FinishEvent:
 class EngineStats:
     """Counters since the engine was built, for ``/metrics``.
 
-    ``batch_sizes`` maps a batch size to the number of decode steps run with that many rows.
+    ``requests`` were accepted; each then ends ``finished``, ``cancelled`` (its stream closed early) or
+    ``failed``; ``rejected`` ones were refused as overload. ``prefills`` and ``decode_steps`` count forward
+    passes; ``batch_sizes`` maps a batch size to the number of decode steps run with that many rows.
     """
 
     requests: int = 0
@@ -160,9 +163,9 @@ class _Sequence:
         self.ids = list(input_ids)
         self.seed = seed
         self.generator: torch.Generator | None = None
-        if params.do_sample:
+        if seed is not None:  # sampling
             self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(seed if seed is not None else 0)
+            self.generator.manual_seed(seed)
         processors = LogitsProcessorList()
         if params.repetition_penalty is not None and params.repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
@@ -262,10 +265,9 @@ class BatchingEngine:
             eos = tokenizer.eos_token_id
         self.eos_token_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
         self._special_ids = frozenset(tokenizer.all_special_ids)
-        self._pad_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_token_ids)
-        )
-        self._keep_logits = "logits_to_keep" in _forward_parameters(model)
+        # Left padding is masked out, so any id will do when the tokenizer names no pad token.
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._waiting: queue.Queue[_Sequence | None] = queue.Queue()
         self._in_flight = 0
         self._worker: threading.Thread | None = None
@@ -361,8 +363,10 @@ class BatchingEngine:
                 f"Model is overloaded: more than {self.max_concurrent_requests} requests in flight"
             )
         params = request.params
-        seed = params.seed if params.seed is not None or not params.do_sample else random.getrandbits(63)
-        sequence = _Sequence(self.device, request, input_ids, seed if params.do_sample else None)
+        seed = None
+        if params.do_sample:  # TGI reports the seed it sampled with, drawn when none was given
+            seed = params.seed if params.seed is not None else random.getrandbits(63)
+        sequence = _Sequence(self.device, request, input_ids, seed)
         self._in_flight += 1
         self._count(requests=1, input_tokens=len(input_ids))
         self._waiting.put(sequence)
@@ -661,9 +665,3 @@ class BatchingEngine:
     def _count(self, **increments: int) -> None:
         with self._stats_lock:
             self._counts.update(increments)
-
-
-def _forward_parameters(model: Any) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)

@@ -1,0 +1,144 @@
+"""Throughput of the standalone server with 1, 8 and 32 concurrent clients: tokens/s and latency percentiles.
+
+Serves the embedded default model (SmolLM2-135M-Instruct) or ``--model`` with the server's app on 127.0.0.1
+(uvicorn in a thread) and drives it with ``huggingface_hub``'s ``AsyncInferenceClient.text_generation``.
+Every level sends the same ``--requests`` greedy requests (Aligner prompts built from the AlpacaEval
+question-answer pairs of ``../shared/data``, or stand-ins without it), split among that many concurrent
+clients; concurrency 1 is the sequential baseline the ratio is taken against. Prints a Markdown table.
+
+    python benchmarks/serve_throughput.py [--requests 32] [--max-new-tokens 32] [--concurrency 1 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import AsyncInferenceClient
+
+from langchain_aligner import ALIGNER_V1
+from langchain_aligner.models import load_model_and_tokenizer
+from langchain_aligner.server.app import create_app
+from langchain_aligner.server.background import run_server_in_thread
+from langchain_aligner.server.engine import BatchingEngine
+
+DATA = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "alpaca_eval_aligner2b"
+    / "aligner-2b_gpt-4-turbo-2024-04-09.json.gz"
+)
+
+
+@dataclass(frozen=True)
+class Level:
+    """What one concurrency level measured."""
+
+    concurrency: int
+    tokens: int
+    seconds: float
+    latencies_ms: list[float]
+    max_batch_size: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+
+def load_prompts(count: int, answer_chars: int) -> list[str]:
+    """``count`` Aligner prompts: real question-answer pairs when the shared data is there."""
+    if DATA.is_file():
+        records = json.loads(gzip.decompress(DATA.read_bytes()))[:count]
+        pairs = [(r["instruction"], r["original_output"]) for r in records]
+    else:
+        pairs = [
+            (f"How do I make tea? ({i})", "Boil water, add the tea bag, wait three minutes.")
+            for i in range(count)
+        ]
+    return [ALIGNER_V1.format(question, answer[:answer_chars]) for question, answer in pairs]
+
+
+async def run_level(
+    url: str, engine: BatchingEngine, prompts: list[str], concurrency: int, new_tokens: int
+) -> Level:
+    """Send ``prompts`` through ``concurrency`` clients, each sending its share one request after another."""
+    client = AsyncInferenceClient(url)
+    latencies: list[float] = []
+    tokens = 0
+
+    async def one_client(share: list[str]) -> None:
+        nonlocal tokens
+        for prompt in share:
+            start = time.perf_counter()
+            output = await client.text_generation(prompt, max_new_tokens=new_tokens, details=True)
+            latencies.append((time.perf_counter() - start) * 1000)
+            assert output.details is not None
+            tokens += output.details.generated_tokens
+
+    steps_before = engine.stats.batch_sizes
+    start = time.perf_counter()
+    await asyncio.gather(*(one_client(prompts[i::concurrency]) for i in range(concurrency)))
+    seconds = time.perf_counter() - start
+    await client.close()
+    used = [size for size, steps in engine.stats.batch_sizes.items() if steps > steps_before.get(size, 0)]
+    return Level(concurrency, tokens, seconds, latencies, max(used, default=0))
+
+
+def percentile(values: list[float], q: int) -> float:
+    """The ``q``-th percentile (inclusive method)."""
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", default=None, help="Model directory or GGUF file (default: embedded model)."
+    )
+    parser.add_argument("--requests", type=int, default=32, help="Requests per level (default: 32).")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=32, help="New tokens per request (default: 32)."
+    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="Concurrent clients.")
+    parser.add_argument(
+        "--answer-chars", type=int, default=300, help="Characters of each answer in the prompt."
+    )
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16.")
+    parser.add_argument("--device", default="cpu", help="Torch device.")
+    args = parser.parse_args()
+
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+    prompts = load_prompts(args.requests, args.answer_chars)
+    engine = BatchingEngine(model, tokenizer, model_id="benchmark", max_batch_size=max(args.concurrency))
+    levels = sorted(set(args.concurrency) | {1})
+    with run_server_in_thread(create_app(engine)) as url:
+
+        async def measure() -> list[Level]:
+            await run_level(url, engine, prompts[:1], 1, args.max_new_tokens)  # warm-up
+            return [await run_level(url, engine, prompts, c, args.max_new_tokens) for c in levels]
+
+        results = asyncio.run(measure())
+    baseline = results[0].tokens_per_second
+    prompt_tokens = [engine.count_tokens(p) for p in prompts]
+    print(
+        f"{args.requests} greedy requests per level, {args.max_new_tokens} new tokens each, prompts of "
+        f"{min(prompt_tokens)}-{max(prompt_tokens)} tokens, {args.device} {args.dtype}, HTTP on 127.0.0.1\n"
+    )
+    print("| concurrency | tokens | seconds | tokens/s | vs sequential | p50 ms | p99 ms | largest batch |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for level in results:
+        print(
+            f"| {level.concurrency} | {level.tokens} | {level.seconds:.2f} | {level.tokens_per_second:.1f} "
+            f"| {level.tokens_per_second / baseline:.2f}x | {percentile(level.latencies_ms, 50):.0f} "
+            f"| {percentile(level.latencies_ms, 99):.0f} | {level.max_batch_size} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
