@@ -116,7 +116,8 @@ def _improvement_bars(axis: Axes, summaries: list[DimensionSummary]) -> None:
         [v - (s.ci_low if s.ci_low is not None else v) for s, v in zip(summaries, values, strict=True)],
         [(s.ci_high if s.ci_high is not None else v) - v for s, v in zip(summaries, values, strict=True)],
     ]
-    axis.bar(names, values, yerr=errors, capsize=6, color="tab:blue")
+    bars = axis.bar(names, values, yerr=errors, capsize=6, color="tab:blue")
+    axis.bar_label(bars, labels=[_signed(s.improvement) for s in summaries], padding=3)
     axis.axhline(0, color="black", linewidth=0.8)
     axis.set_ylim(-1.05, 1.05)
     axis.set_ylabel("improvement (wins - losses) / decided")
