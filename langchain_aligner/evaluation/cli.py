@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_aligner.evaluation.judge import PairwiseJudge, dimension_names
-from langchain_aligner.evaluation.records import load_records, parse_field_map
-from langchain_aligner.evaluation.runner import EvalResult, Evaluation
-from langchain_aligner.generation import GenerationParams
-from langchain_aligner.runnable import AlignerRunnable
+if TYPE_CHECKING:  # the rest is imported by run(), so that ``langchain-aligner --help`` stays fast
+    from langchain_aligner.evaluation.runner import EvalResult
+    from langchain_aligner.runnable import AlignerRunnable
 
 __all__ = ["add_arguments", "judge_model", "run"]
 
@@ -97,6 +95,9 @@ def judge_model(spec: str, base_url: str | None = None) -> Any:
 
 
 def _aligner(args: argparse.Namespace) -> AlignerRunnable:
+    from langchain_aligner.generation import GenerationParams
+    from langchain_aligner.runnable import AlignerRunnable
+
     backend: Literal["tgi", "openai", "transformers"] = args.aligner_backend or (
         "tgi" if args.aligner_url else "transformers"
     )
@@ -121,6 +122,10 @@ def _exit_code(result: EvalResult) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``langchain-aligner eval``; prints the report and returns the exit status."""
+    from langchain_aligner.evaluation.judge import PairwiseJudge, dimension_names
+    from langchain_aligner.evaluation.records import load_records, parse_field_map
+    from langchain_aligner.evaluation.runner import Evaluation
+
     records = load_records(args.data, parse_field_map(args.fields), limit=args.limit)
     judge = None
     if args.judge:
