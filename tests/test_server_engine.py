@@ -289,6 +289,31 @@ async def test_a_model_failure_fails_its_requests_and_the_engine_recovers(
     assert engine.stats.failed == 2 and engine.in_flight == 0
 
 
+async def test_a_failed_decode_step_fails_the_whole_batch_and_the_engine_recovers(
+    engine: BatchingEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefill_only = engine.model.forward
+
+    def decode_breaks(**kwargs: Any) -> Any:
+        if kwargs["input_ids"].shape[1] == 1:
+            raise RuntimeError("device lost")
+        return prefill_only(**kwargs)
+
+    running = [
+        engine.stream(greedy(200)),
+        engine.stream(EngineRequest(PROMPTS[1], GenerationParams(max_new_tokens=200))),
+    ]
+    for stream in running:
+        await anext(stream)
+    monkeypatch.setattr(engine.model, "forward", decode_breaks)
+    for stream in running:
+        with pytest.raises(EngineGenerationError, match="device lost"):
+            await collect(stream)
+    monkeypatch.undo()
+    assert (await engine.generate(greedy(4))).generated_tokens == 4
+    assert engine.stats.failed == 2 and engine.in_flight == 0
+
+
 async def test_stopping_fails_requests_still_in_flight(tiny: tuple[Any, Any]) -> None:
     engine = BatchingEngine(*tiny, model_id="tiny", max_input_tokens=64, max_total_tokens=256)
     pending = asyncio.ensure_future(engine.generate(greedy(5)))

@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -402,14 +402,25 @@ class BatchingEngine:
 
         with torch.inference_mode():
             while (newcomers := self._take_newcomers()) is not None:
-                if newcomers:
-                    self._guarded(newcomers, lambda: self._prefill(newcomers))
-                self._drop_finished()
-                if self._batch:
-                    self._guarded(self._batch, self._decode_step)
-                    self._drop_finished()
+                try:
+                    self._step(newcomers)
+                except Exception as error:  # the batch's state is unknown now: fail it whole
+                    self._fail(newcomers + self._batch, _generation_error(error))
+                    self._reset_batch()
         self._fail(self._batch, EngineGenerationError("the engine stopped"))
         self._reset_batch()
+
+    def _step(self, newcomers: list[_Sequence]) -> None:
+        """Prefill the newcomers into the batch, then decode one token for every row."""
+        if newcomers:
+            try:
+                self._prefill(newcomers)
+            except Exception as error:  # the running batch is untouched: only the newcomers fail
+                self._fail(newcomers, _generation_error(error))
+        self._drop_finished()
+        if self._batch:
+            self._decode_step()
+            self._drop_finished()
 
     def _take_newcomers(self) -> list[_Sequence] | None:
         """Waiting requests that fit in the batch; blocks while idle. ``None`` when the engine stops."""
@@ -435,17 +446,6 @@ class BatchingEngine:
             else:
                 newcomers.append(item)
         return newcomers
-
-    def _guarded(self, sequences: list[_Sequence], work: Callable[[], None]) -> None:
-        """Run ``work``; if it raises, fail ``sequences`` with a clear error instead of hanging them."""
-        try:
-            work()
-        except Exception as error:
-            failed = EngineGenerationError(f"generation failed: {type(error).__name__}: {error}")
-            failed.__cause__ = error
-            self._fail(sequences, failed)
-            if sequences is self._batch:
-                self._reset_batch()
 
     def _prefill(self, newcomers: list[_Sequence]) -> None:
         import torch
@@ -665,3 +665,9 @@ class BatchingEngine:
     def _count(self, **increments: int) -> None:
         with self._stats_lock:
             self._counts.update(increments)
+
+
+def _generation_error(error: Exception) -> EngineGenerationError:
+    failed = EngineGenerationError(f"generation failed: {type(error).__name__}: {error}")
+    failed.__cause__ = error
+    return failed
