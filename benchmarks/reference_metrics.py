@@ -3,7 +3,8 @@
 For each AlpacaEval file (GPT-4 Turbo and Qwen1.5-72B-Chat answers, each corrected by the official Aligner-2B)
 the copy-the-answer baseline is scored against the Aligner-2B corrections: 100 would mean Aligner-2B
 returned the answers unchanged, so lower scores mean heavier rewrites. This is also the bar any other Aligner
-must clear to be closer to Aligner-2B than copying the answer is.
+must clear to be closer to Aligner-2B than copying the answer is. For scale, the same for HH-RLHF's
+harmless-base test pairs (the rejected last turn against the chosen one, read by ``train.builders``).
 
 With ``--aligner-url``, a served Aligner (TGI or OpenAI-compatible) corrects a held-out subset and its
 corrections are scored against Aligner-2B's, next to the baseline on the same items and their ratio. The
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -28,10 +30,16 @@ from langchain_aligner.evaluation.records import ALPACA_EVAL_FIELDS, EvalRecord,
 from langchain_aligner.evaluation.reference import ReferenceMetrics, reference_metrics
 from langchain_aligner.evaluation.runner import Evaluation
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval_aligner2b"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # train.builders reads HH-RLHF
+
+from train.builders import from_hh_rlhf  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "alpaca_eval_aligner2b"
+HH_RLHF = ROOT.parent / "shared" / "data" / "hh_rlhf" / "harmless-base-test.jsonl.gz"
 FILES = {
-    "GPT-4 Turbo": "aligner-2b_gpt-4-turbo-2024-04-09.json.gz",
-    "Qwen1.5-72B-Chat": "aligner-2b_qwen1.5-72b-chat.json.gz",
+    "AlpacaEval GPT-4 Turbo -> Aligner-2B": "aligner-2b_gpt-4-turbo-2024-04-09.json.gz",
+    "AlpacaEval Qwen1.5-72B-Chat -> Aligner-2B": "aligner-2b_qwen1.5-72b-chat.json.gz",
 }
 
 
@@ -44,14 +52,22 @@ def load(data_dir: Path) -> dict[str, list[EvalRecord]]:
     return loaded
 
 
-def baseline_table(per_model: dict[str, list[EvalRecord]]) -> list[str]:
-    """The copy-the-answer baseline against Aligner-2B, per file."""
+def hh_rlhf(path: Path) -> list[EvalRecord]:
+    """HH-RLHF pairs: the dialogue as question, rejected last turn as answer, chosen one as reference."""
+    return [
+        EvalRecord(id=f"hh-{i}", question=r.question, answer=r.answer, reference=r.correction)
+        for i, r in enumerate(from_hh_rlhf(path))
+    ]
+
+
+def baseline_table(groups: dict[str, list[EvalRecord]]) -> list[str]:
+    """The copy-the-answer baseline against the references (corrections), per data set."""
     lines = [
-        "| Answers vs Aligner-2B corrections | Items | Unchanged | chrF | ROUGE-L | median item chrF "
+        "| Answer vs correction | Items | Unchanged | chrF | ROUGE-L | median item chrF "
         "| median item ROUGE-L | scoring s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, records in per_model.items():
+    for name, records in groups.items():
         start = time.perf_counter()
         metrics = reference_metrics(records)
         seconds = time.perf_counter() - start
@@ -89,6 +105,7 @@ def served_table(metrics: ReferenceMetrics, model: str | None, failures: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DATA, help="The alpaca_eval_aligner2b directory.")
+    parser.add_argument("--hh-rlhf", type=Path, default=HH_RLHF, help="HH-RLHF harmless-base test file.")
     parser.add_argument("--aligner-url", help="Score this served Aligner on the held-out subset.")
     parser.add_argument("--aligner-backend", choices=["tgi", "openai"], default="tgi")
     parser.add_argument("--aligner-model", help="Model name for an OpenAI-compatible server.")
@@ -101,7 +118,12 @@ def main() -> None:
     args = parser.parse_args()
 
     per_model = load(args.data_dir)
-    print("\n".join(baseline_table(per_model)))
+    hh = (
+        {"HH-RLHF harmless-base test: rejected -> chosen": hh_rlhf(args.hh_rlhf)}
+        if args.hh_rlhf.is_file()
+        else {}
+    )
+    print("\n".join(baseline_table({**per_model, **hh})))
     if args.aligner_url:
         subset = held_out(
             [r for records in per_model.values() for r in records], args.holdout_share, args.seed
