@@ -143,13 +143,19 @@ def test_failing_aligner_gives_status_1(tgi_server: FakeServer, tmp_path: Path) 
     assert len(_results(tmp_path / "out")["aligner_failures"]) == 2
 
 
-def test_bad_arguments(tmp_path: Path) -> None:
+def test_bad_arguments(tmp_path: Path, capsys: Any) -> None:
     data = _write_jsonl(tmp_path / "data.jsonl", 1)
     with pytest.raises(SystemExit):  # a mode is required
         _run(["--data", str(data), "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="field mapping"):
-        _run(["--data", str(data), "--out", str(tmp_path), "--reference-only", "--fields", "question"])
+    capsys.readouterr()
+    bad = {
+        "bad field mapping": ["--fields", "question"],
+        "has no 'prompt' field": ["--fields", "q=prompt"],
+        "No such file": ["--data", str(tmp_path / "missing.jsonl")],
+        "level": ["--level", "1.5"],
+    }
+    for message, extra in bad.items():
+        assert _run(["--data", str(data), "--out", str(tmp_path / "out"), "--reference-only", *extra]) == 2
+        assert message in capsys.readouterr().err
     with pytest.raises(ValueError, match="PROVIDER:MODEL"):
         cli.judge_model("gpt-4o")
-    with pytest.raises(ValueError, match="has no 'prompt' field"):
-        _run(["--data", str(data), "--out", str(tmp_path), "--reference-only", "--fields", "q=prompt"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -121,7 +122,18 @@ def _exit_code(result: EvalResult) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``langchain-aligner eval``; prints the report and returns the exit status."""
+    """Run ``langchain-aligner eval``; prints the report and returns the exit status.
+
+    0: done; 1: no correction or no judge call succeeded; 2: bad input (the message goes to stderr).
+    """
+    try:
+        return _exit_code(_evaluate(args))
+    except (ValueError, OSError) as error:
+        print(f"langchain-aligner eval: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args: argparse.Namespace) -> EvalResult:
     from langchain_aligner.evaluation.judge import PairwiseJudge, dimension_names
     from langchain_aligner.evaluation.records import load_records, parse_field_map
     from langchain_aligner.evaluation.runner import Evaluation
@@ -147,4 +159,4 @@ def run(args: argparse.Namespace) -> int:
     result = evaluation.run(records, out_dir=args.out)
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(f"Outputs in {args.out}: {', '.join(sorted(p.name for p in args.out.iterdir()))}")
-    return _exit_code(result)
+    return result
