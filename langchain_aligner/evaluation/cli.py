@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``eval`` options to ``parser``."""
     data = parser.add_argument_group("data")
     data.add_argument(
-        "--data", type=Path, required=True, help="Records: .json list or .jsonl, optionally .gz."
+        "--data",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="Records: .json list or .jsonl, optionally .gz.",
     )
     data.add_argument(
         "--fields",
@@ -41,11 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Field map, e.g. 'q=instruction,a=original_output,ref=output' (names: id, q, a, ref, c), or a "
         "preset: 'default' (question, answer, reference, correction) or 'alpaca_eval'.",
     )
-    data.add_argument("--limit", type=int, help="Evaluate only the first N records.")
-    data.add_argument("--out", type=Path, required=True, help="Output directory.")
+    data.add_argument("--limit", type=int, metavar="N", help="Evaluate only the first N records.")
+    data.add_argument("--out", type=Path, required=True, metavar="DIR", help="Output directory.")
 
     aligner = parser.add_argument_group("aligner")
-    aligner.add_argument("--aligner-url", help="TGI / OpenAI-compatible server URL (or a local model path).")
+    aligner.add_argument(
+        "--aligner-url", metavar="URL", help="TGI / OpenAI-compatible server URL (or a local model path)."
+    )
     aligner.add_argument(
         "--aligner-backend",
         choices=["tgi", "openai", "transformers"],
@@ -64,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--reference-only", action="store_true", help="No Aligner, no judge: reference metrics only."
     )
-    judge.add_argument("--judge-base-url", help="Base URL of an OpenAI-compatible judge (…/v1).")
+    judge.add_argument(
+        "--judge-base-url", metavar="URL", help="Base URL of an OpenAI-compatible judge (.../v1)."
+    )
     judge.add_argument("--dimensions", help="Comma-separated subset of helpfulness,harmlessness,honesty.")
     judge.add_argument("--seed", type=int, default=0, help="Seed of the A/B order and of the bootstrap.")
     judge.add_argument("--resamples", type=int, default=10_000, help="Bootstrap resamples.")
