@@ -130,7 +130,7 @@ def test_files_are_written_whole_and_read_back(tmp_path: Path) -> None:
     write_jsonl(TRIPLES, tmp_path / "corrections.jsonl")
     assert read_corrections(tmp_path / "corrections.jsonl") == TRIPLES
     (tmp_path / "bad.jsonl").write_text('{"question": "q"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="bad.jsonl:1"):
+    with pytest.raises(ValueError, match="bad.jsonl: row 1"):
         read_corrections(tmp_path / "bad.jsonl")
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "build_preference_data",
     "correct_answers",
     "read_corrections",
+    "read_jsonl",
     "write_jsonl",
 ]
 
@@ -220,15 +221,29 @@ async def acorrect_answers(
 def read_corrections(path: str | Path) -> list[Correction]:
     """Read :class:`Correction` triples from a JSONL file (one object with its fields a line)."""
     corrections = []
+    for number, row in enumerate(read_jsonl(path), 1):
+        try:
+            corrections.append(Correction(**row))
+        except TypeError as error:
+            raise ValueError(f"{path}: row {number} is not a correction record: {error}") from error
+    return corrections
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSON Lines file of objects (blank lines skipped); errors name the file and line."""
+    rows = []
     with Path(path).open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                corrections.append(Correction(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as error:
-                raise ValueError(f"{path}:{number}: not a correction record: {error}") from error
-    return corrections
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not JSON: {error}") from error
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
 
 
 def write_jsonl(rows: Iterable[Mapping[str, Any] | Correction], path: str | Path) -> Path:

@@ -1,0 +1,274 @@
+"""DPO of the upstream model on (correction > original answer) pairs, with TRL's ``DPOTrainer`` and DeepSpeed.
+
+``python -m train dpo --config train/configs/dpo-upstream.yaml model=/models/upstream data=pairs.jsonl``;
+with the DeepSpeed launcher: ``deepspeed --num_gpus N --no_local_rank --module train dpo --config ...``.
+
+The data is the ``preference.jsonl`` that :mod:`train.preference` writes (TRL's preference format,
+conversational or standard). Training ends with the model exported by
+:func:`langchain_aligner.models.export_model` (a LoRA adapter merged in first) to ``export_dir``, ready for
+TGI, vLLM or the in-process backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_aligner.models import export_model, load_model_and_tokenizer
+from train.config import CONFIG_DIR, ConfigError, LoRAConfig, load_config
+from train.preference import read_jsonl
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel
+
+__all__ = ["DPOConfig", "DPOResult", "load_preference_dataset", "main", "train_dpo"]
+
+logger = logging.getLogger(__name__)
+
+PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+
+
+@dataclass
+class DPOConfig:
+    """Preference tuning of an upstream model; ``train/configs/dpo-upstream.yaml`` spells out the defaults."""
+
+    # Model and data
+    model: str = ""
+    """The upstream model: a Hugging Face model directory or a ``.gguf`` file."""
+    data: str = ""
+    """A preference JSONL file, or a directory holding ``preference.jsonl`` (see :mod:`train.preference`)."""
+    chat_template: str | None = None
+    """A Jinja chat template that replaces the tokenizer's (base models have none; conversational data needs
+    one). It is saved with the exported model."""
+    max_length: int | None = 1024
+    """Prompt plus answer tokens; longer pairs are cut at the end. ``None``: no limit."""
+
+    # DPO
+    beta: float = 0.1
+    """Strength of the pull towards the reference (the model before training); higher: smaller steps."""
+    loss_type: str = "sigmoid"
+    """TRL's loss (``"sigmoid"``: the DPO paper's, ``"ipo"``, ``"hinge"``, ...)."""
+
+    # Optimisation
+    num_epochs: int = 1
+    max_steps: int | None = None
+    """Stop after this many optimizer steps; ``None`` trains ``num_epochs`` in full."""
+    learning_rate: float = 5e-7
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    per_device_batch_size: int = 2
+    gradient_accumulation_steps: int = 8
+    gradient_checkpointing: bool = True
+    precision: str = "bf16"
+    """``"bf16"``, ``"fp16"`` or ``"fp32"``."""
+
+    # DeepSpeed and LoRA
+    deepspeed: str | None = "ds_zero3.json"
+    """A DeepSpeed JSON config: a path, or a file name in ``train/configs/``; ``None``: no DeepSpeed."""
+    lora: LoRAConfig | None = None
+    """LoRA settings; ``None`` trains all weights. With LoRA the reference is the base without the adapter."""
+
+    # Output
+    output_dir: str = "runs/dpo-upstream"
+    """Checkpoints, ``trainer_state.json`` (TRL's logged losses and rewards) and, by default, the export."""
+    export_dir: str | None = None
+    """Where the trained model is exported; ``None``: ``<output_dir>/model``."""
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    logging_steps: int = 10
+    tensorboard: bool = False
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        checks = {
+            "model is required (a model directory or .gguf file)": bool(self.model),
+            "data is required (a preference JSONL file or its directory)": bool(self.data),
+            "max_length must be positive": self.max_length is None or self.max_length > 0,
+            "beta must be positive": self.beta > 0,
+            "num_epochs must be positive": self.num_epochs > 0,
+            "max_steps must be positive": self.max_steps is None or self.max_steps > 0,
+            "learning_rate must be positive": self.learning_rate > 0,
+            "warmup_ratio must be in [0, 1)": 0.0 <= self.warmup_ratio < 1.0,
+            "per_device_batch_size must be positive": self.per_device_batch_size > 0,
+            "gradient_accumulation_steps must be positive": self.gradient_accumulation_steps > 0,
+            "precision must be 'bf16', 'fp16' or 'fp32'": self.precision in ("bf16", "fp16", "fp32"),
+            "save_steps must be positive": self.save_steps > 0,
+            "logging_steps must be positive": self.logging_steps > 0,
+        }
+        for message, ok in checks.items():
+            if not ok:
+                raise ConfigError(message)
+
+    def deepspeed_file(self) -> Path | None:
+        """The DeepSpeed config: ``deepspeed`` as a path, else as a file name in ``train/configs/``."""
+        if self.deepspeed is None:
+            return None
+        for path in (Path(self.deepspeed), CONFIG_DIR / self.deepspeed):
+            if path.is_file():
+                return path
+        raise ConfigError(f"deepspeed config not found: {self.deepspeed}")
+
+
+@dataclass
+class DPOResult:
+    """What :func:`train_dpo` produced (on every rank; only rank 0 writes the export)."""
+
+    export_dir: Path
+    main_process: bool
+    """True on the rank that wrote the export (rank 0)."""
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    """TRL's logged records: ``loss``, ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``, ..."""
+
+
+def load_preference_dataset(path: str | Path) -> Dataset:
+    """Read preference rows (``prompt``, ``chosen``, ``rejected``) from a JSONL file or its directory."""
+    from datasets import Dataset
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "preference.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"preference data not found: {path}")
+    rows = read_jsonl(path)
+    for number, row in enumerate(rows, 1):
+        missing = [key for key in PREFERENCE_KEYS if key not in row]
+        if missing:
+            raise ValueError(f"{path}: row {number} lacks {missing}; a preference row has {PREFERENCE_KEYS}")
+    if not rows:
+        raise ValueError(f"{path}: no preference rows")
+    return Dataset.from_list(rows)
+
+
+def train_dpo(config: DPOConfig) -> DPOResult:
+    """Train ``config.model`` on ``config.data`` with TRL's ``DPOTrainer``, then export it."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+    from trl import DPOTrainer
+
+    dataset = load_preference_dataset(config.data)
+    model, tokenizer = load_model_and_tokenizer(config.model)
+    if config.chat_template is not None:
+        tokenizer.chat_template = config.chat_template
+    trainer = DPOTrainer(
+        model=model,
+        args=_trl_config(config),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_peft_config(config.lora),
+    )
+    trainer.train()
+    trainer.save_state()
+    # save_model gathers ZeRO-3 shards (stage3_gather_16bit_weights_on_model_save); every rank must call it.
+    final_dir = Path(config.output_dir) / "final"
+    trainer.save_model(str(final_dir))
+    # Training is over: models loaded from here on are plain ones, not ZeRO-3 partitioned (which would wait
+    # for the other ranks to load too).
+    unset_hf_deepspeed_config()
+    export_dir = Path(config.export_dir or Path(config.output_dir) / "model")
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        export_model(_trained_model(config, final_dir), tokenizer, export_dir)
+        logger.info("exported the DPO-trained model to %s", export_dir)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # closes the process group: ranks then exit cleanly
+    return DPOResult(export_dir, main_process, list(trainer.state.log_history))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m train dpo --config CONFIG.yaml [key=value ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m train dpo", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a YAML or JSON DPO config")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (YAML values)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(DPOConfig, args.config, args.overrides)
+    except ConfigError as error:
+        parser.error(str(error))
+    result = train_dpo(config)
+    if result.main_process:
+        last: dict[str, Any] = next(
+            (log for log in reversed(result.log_history) if "rewards/margins" in log), {}
+        )
+        print(json.dumps({"export_dir": str(result.export_dir), **last}))
+    return 0
+
+
+def _trl_config(config: DPOConfig) -> Any:
+    from trl import DPOConfig as TRLDPOConfig
+
+    deepspeed = config.deepspeed_file()
+    return TRLDPOConfig(
+        output_dir=config.output_dir,
+        beta=config.beta,
+        loss_type=[config.loss_type],
+        max_length=config.max_length,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_checkpointing=config.gradient_checkpointing,
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
+        deepspeed=str(deepspeed) if deepspeed else None,
+        accelerator_config={"use_configured_state": _configure_cpu_deepspeed(deepspeed)},
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to=["tensorboard"] if config.tensorboard else "none",
+        seed=config.seed,
+    )
+
+
+def _configure_cpu_deepspeed(deepspeed: Path | None) -> bool:
+    """Set up accelerate's process state for DeepSpeed ranks without GPUs; True if it did.
+
+    transformers starts accelerate's state for DeepSpeed without a backend; without CUDA, accelerate then
+    finds none and counts one process per rank, which breaks TRL's metric gathering. Starting the state first
+    with ``gloo`` (what DeepSpeed's CPU accelerator uses) lets ``TrainingArguments`` take it as configured.
+    """
+    import torch
+
+    if deepspeed is None or torch.cuda.is_available():
+        return False
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend="gloo")
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+    return True
+
+
+def _peft_config(lora: LoRAConfig | None) -> Any:
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _trained_model(config: DPOConfig, final_dir: Path) -> PreTrainedModel:
+    """The saved result as a plain model: a LoRA adapter is merged into a fresh copy of the base."""
+    if config.lora is None:
+        model, _ = load_model_and_tokenizer(final_dir)
+        return model
+    from peft import PeftModel
+
+    base, _ = load_model_and_tokenizer(config.model)
+    return PeftModel.from_pretrained(base, str(final_dir)).merge_and_unload()
