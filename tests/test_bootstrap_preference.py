@@ -51,6 +51,7 @@ def test_drops_are_counted_by_kind_and_chosen_is_the_correction() -> None:
         "chosen": [{"role": "assistant", "content": "Paris."}],
         "rejected": [{"role": "assistant", "content": "Lyon."}],
     }
+    assert build_preference_data(TRIPLES, keep_cut_off=True).counts.kept == 3
     # SFT keeps the Aligner-approved unchanged answer too, not the failed, cut-off or empty ones.
     assert [row["completion"][0]["content"] for row in data.sft] == [
         "Never mix bleach with ammonia.",

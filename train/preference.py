@@ -157,13 +157,13 @@ class PreferenceData:
 
 
 def build_preference_data(
-    triples: Iterable[QACLike], *, row_format: RowFormat = "conversational"
+    triples: Iterable[QACLike], *, row_format: RowFormat = "conversational", keep_cut_off: bool = False
 ) -> PreferenceData:
     """Turn (question, answer, correction) triples into preference and SFT rows.
 
     A triple is dropped, and counted in :class:`DropCounts`, when a text is empty, when it is a
     :class:`Correction` the Aligner did not make (``corrected=False``) or cut off
-    (``finish_reason="length"``), or (preference rows only) when the
+    (``finish_reason="length"``; kept with ``keep_cut_off=True``), or (preference rows only) when the
     correction equals the answer after white-space normalisation.
     """
     if row_format not in ("conversational", "standard"):
@@ -175,7 +175,7 @@ def build_preference_data(
             data.counts.empty += 1
         elif not getattr(triple, "corrected", True):
             data.counts.uncorrected += 1
-        elif getattr(triple, "finish_reason", None) == "length":
+        elif not keep_cut_off and getattr(triple, "finish_reason", None) == "length":
             data.counts.cut_off += 1
         else:
             data.sft.append(_sft_row(question, correction, row_format))
