@@ -1,4 +1,4 @@
-"""examples/bootstrap/run.py end to end at the smallest settings: a tiny upstream Llama, the Aligner on TGI."""
+"""examples/bootstrap/run.py end to end, smallest settings: a tiny upstream Llama, the Aligner on TGI."""
 
 from __future__ import annotations
 
