@@ -18,7 +18,7 @@ from train.preference import (
     read_corrections,
     write_jsonl,
 )
-from train.records import QACRecord
+from train.records import QACRecord, read_records
 
 TRIPLES = [
     Correction("Is bleach safe to mix?", "Mix it with anything.", "Never mix bleach with ammonia."),
@@ -125,8 +125,12 @@ def test_files_are_written_whole_and_read_back(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "counts.json",
         "preference.jsonl",
+        "qac.jsonl",
         "sft.jsonl",
     ]
+    # The Q-A-C records are what `python -m train sft` reads (train.records).
+    corrections = [r.correction for r in read_records(paths["qac"])]
+    assert corrections == ["Never mix bleach with ammonia.", "Paris.", "Hello there"]
 
     write_jsonl(TRIPLES, tmp_path / "corrections.jsonl")
     assert read_corrections(tmp_path / "corrections.jsonl") == TRIPLES

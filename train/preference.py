@@ -2,7 +2,8 @@
 
 Weak-to-strong bootstrapping: the Aligner's correction of an upstream answer is a better answer, so
 ``(question, chosen=correction, rejected=answer)`` is a preference pair for TRL's ``DPOTrainer`` and
-``(question, correction)`` a supervised example for ``python -m train sft``.
+``(question, correction)`` a supervised example (TRL's ``SFTTrainer`` format). The usable triples are also
+kept as Q-A-C records (``qac.jsonl``), which ``python -m train sft`` reads to train or distil an Aligner.
 
 * :func:`correct_answers` / :func:`acorrect_answers` run (question, answer) pairs through an
   :class:`~langchain_aligner.AlignerRunnable` and return :class:`Correction` triples.
@@ -32,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from langchain_core.messages import AIMessage
 
+from train.records import QACRecord, write_records
+
 if TYPE_CHECKING:
     from datasets import Dataset
 
@@ -55,6 +58,7 @@ RowFormat = Literal["conversational", "standard"]
 
 PREFERENCE_FILE = "preference.jsonl"
 SFT_FILE = "sft.jsonl"
+QAC_FILE = "qac.jsonl"
 COUNTS_FILE = "counts.json"
 
 
@@ -127,14 +131,15 @@ class DropCounts:
 
 @dataclass
 class PreferenceData:
-    """Preference rows for ``DPOTrainer``, SFT rows for ``python -m train sft``, and the drop counts.
+    """Preference rows for ``DPOTrainer``, SFT rows for ``SFTTrainer``, Q-A-C records and the drop counts.
 
-    The SFT rows hold every usable correction, unchanged ones included (the Aligner approved the answer);
-    the preference rows only the changed ones.
+    The SFT rows and Q-A-C records hold every usable correction, unchanged ones included (the Aligner
+    approved the answer); the preference rows only the changed ones.
     """
 
     preference: list[dict[str, Any]] = field(default_factory=list)
     sft: list[dict[str, Any]] = field(default_factory=list)
+    records: list[QACRecord] = field(default_factory=list)
     counts: DropCounts = field(default_factory=DropCounts)
 
     def preference_dataset(self) -> Dataset:
@@ -146,12 +151,14 @@ class PreferenceData:
         return _dataset(self.sft, "SFT")
 
     def write(self, output_dir: str | Path) -> dict[str, Path]:
-        """Write ``preference.jsonl``, ``sft.jsonl`` and ``counts.json`` into ``output_dir``; return paths."""
+        """Write ``preference.jsonl``, ``sft.jsonl``, ``qac.jsonl`` and ``counts.json``; return the paths."""
         output_dir = Path(output_dir)
+        write_records(self.records, output_dir / QAC_FILE)
         counts = {**asdict(self.counts), "total": self.counts.total, "sft": len(self.sft)}
         return {
             "preference": write_jsonl(self.preference, output_dir / PREFERENCE_FILE),
             "sft": write_jsonl(self.sft, output_dir / SFT_FILE),
+            "qac": output_dir / QAC_FILE,
             "counts": _write_atomic(output_dir / COUNTS_FILE, json.dumps(counts, indent=2) + "\n"),
         }
 
@@ -179,6 +186,7 @@ def build_preference_data(
             data.counts.cut_off += 1
         else:
             data.sft.append(_sft_row(question, correction, row_format))
+            data.records.append(QACRecord(question=question, answer=answer, correction=correction))
             if _normalise(correction) == _normalise(answer):
                 data.counts.unchanged += 1
             else:
