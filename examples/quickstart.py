@@ -73,7 +73,7 @@ def local_aligner_server() -> Iterator[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--question", default=QUESTION)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--in-process", action="store_true", help="run the Aligner in this process, no server")
     where.add_argument("--aligner-url", help="a running TGI server to use instead of the local one")
@@ -92,6 +92,8 @@ def main() -> None:
         aligner = AlignerRunnable(
             **backend,
             generation=GenerationParams(max_new_tokens=args.max_new_tokens),
+            timeout=600.0,  # a long correction on a busy 2-core CPU takes minutes, not the default 60 s
+            max_retries=0,  # a retry would only queue the same slow request again
             on_error="raise",  # a quickstart should fail loudly rather than print the answer uncorrected
         )
         corrected = build_chain(aligner).invoke({"question": args.question}).strip()
