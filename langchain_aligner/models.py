@@ -171,7 +171,8 @@ def export_model(
         tokenizer: Its fast tokenizer (``tokenizer.json`` is required by TGI).
         output_dir: Directory to write. An existing one is replaced only if it is empty or an earlier export.
         dtype: Weight dtype to write (one of :data:`DTYPES`); ``None`` keeps the model's. The model is
-            converted in place, as ``torch.nn.Module.to`` does.
+            converted in place, buffers included (as ``torch.nn.Module.to`` does), so it may then generate
+            slightly differently from the export reloaded, which keeps e.g. rotary buffers in float32.
 
     The files are written to a staging directory beside ``output_dir`` and moved into place at the end,
     so an interrupted export never leaves a half-written model behind.
