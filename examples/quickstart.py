@@ -60,9 +60,16 @@ def word_diff(before: str, after: str) -> str:
 def local_aligner_server() -> Iterator[str]:
     """Serve the embedded default Aligner over TGI's HTTP API on 127.0.0.1; yield the base URL."""
     from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
-    from langchain_aligner.server.app import create_app
-    from langchain_aligner.server.background import run_server_in_thread
-    from langchain_aligner.server.engine import BatchingEngine
+
+    try:
+        from langchain_aligner.server.app import create_app
+        from langchain_aligner.server.background import run_server_in_thread
+        from langchain_aligner.server.engine import BatchingEngine
+    except ImportError as error:  # fastapi, uvicorn, sse-starlette come with the "serve" extra
+        raise SystemExit(
+            f"the local server needs the serve extra ({error}): pip install 'langchain-aligner[serve]', "
+            "or run with --in-process"
+        ) from error
 
     path = default_model_dir()
     model, tokenizer = load_model_and_tokenizer(path)

@@ -115,3 +115,16 @@ def test_word_diff_describes_both_texts(quickstart: ModuleType, before: str, aft
     diff = quickstart.word_diff(before, after)
     assert sides_of(diff) == (before, after)
     assert ("[-" in diff or "{+" in diff) == (before.split() != after.split())
+
+
+def test_quickstart_without_the_serve_extra_says_what_to_install() -> None:
+    hide_server_deps = (
+        "import runpy, sys; sys.modules.update(fastapi=None, uvicorn=None); "
+        f"sys.argv = ['quickstart.py']; runpy.run_path({str(QUICKSTART)!r}, run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", hide_server_deps], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 1
+    assert "pip install 'langchain-aligner[serve]'" in done.stderr
+    assert "--in-process" in done.stderr
