@@ -14,7 +14,7 @@ import torch
 
 from langchain_aligner.models import is_exported_model, load_model_and_tokenizer
 from train.config import CONFIG_DIR, ConfigError, load_config
-from train.dpo import DPOConfig, load_preference_dataset, main
+from train.dpo import DPOConfig, load_preference_dataset, main, train_dpo
 from train.preference import Correction, build_preference_data
 
 TINY_CONFIG = CONFIG_DIR / "dpo-tiny.yaml"
@@ -129,8 +129,9 @@ def test_dpo_single_process_with_lora_merges_the_adapter(
 
 
 def test_bad_configs_and_data_are_refused(
-    preference_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    preference_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main(["--config", str(TINY_CONFIG), f"data={preference_dir}"])
     assert exit_info.value.code == 2
@@ -139,9 +140,10 @@ def test_bad_configs_and_data_are_refused(
         load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "precision=fp8"])
     with pytest.raises(ConfigError, match="deepspeed config not found"):
         load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=nope.json"]).deepspeed_file()
-    assert load_config(
-        DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=ds_zero2.json"]
-    ).deepspeed_file()
+    with_deepspeed = load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=ds_zero2.json"])
+    assert with_deepspeed.deepspeed_file() == CONFIG_DIR / "ds_zero2.json"
+    with pytest.raises(ConfigError, match="needs the DeepSpeed launcher"):
+        train_dpo(with_deepspeed)
 
     with pytest.raises(ValueError, match=r"row 1 lacks \['chosen', 'rejected'\]"):
         load_preference_dataset(preference_dir / "sft.jsonl")

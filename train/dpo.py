@@ -146,10 +146,18 @@ def load_preference_dataset(path: str | Path) -> Dataset:
 
 
 def train_dpo(config: DPOConfig) -> DPOResult:
-    """Train ``config.model`` on ``config.data`` with TRL's ``DPOTrainer``, then export it."""
+    """Train ``config.model`` on ``config.data`` with TRL's ``DPOTrainer``, then export it.
+
+    With ``config.deepspeed`` set, every rank runs this under the DeepSpeed launcher.
+    """
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
     from trl import DPOTrainer
 
+    if config.deepspeed is not None and "LOCAL_RANK" not in os.environ:
+        raise ConfigError(
+            f"deepspeed={config.deepspeed} needs the DeepSpeed launcher: deepspeed --num_gpus N "
+            "--no_local_rank --module train dpo --config ...; or run without DeepSpeed: deepspeed=null"
+        )
     dataset = load_preference_dataset(config.data)
     model, tokenizer = load_model_and_tokenizer(config.model)
     if config.chat_template is not None:
