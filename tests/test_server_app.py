@@ -21,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from langchain_aligner.cli import main
 from langchain_aligner.models import load_model_and_tokenizer
 from langchain_aligner.server.app import create_app
 from langchain_aligner.server.background import run_server_in_thread
@@ -73,6 +74,25 @@ def failing_after(calls: int) -> Callable[[Callable[..., Any]], Callable[..., An
             return forward(*args, **kwargs)
 
         return failing
+
+    return wrap
+
+
+def gated(gate: threading.Event, free_calls: int = 0) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A ``wrap_forward`` whose forward passes after the first ``free_calls`` wait until ``gate`` is set."""
+
+    def wrap(forward: Callable[..., Any]) -> Callable[..., Any]:
+        count = 0
+
+        @functools.wraps(forward)
+        def wait_then_forward(*args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            count += 1
+            if count > free_calls:
+                gate.wait()
+            return forward(*args, **kwargs)
+
+        return wait_then_forward
 
     return wrap
 
@@ -193,16 +213,7 @@ def test_return_full_text_and_no_details(url: str) -> None:
 
 async def test_overload_is_429_while_requests_are_held(tiny_llama_dir: Path) -> None:
     gate = threading.Event()
-
-    def held(forward: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(forward)
-        def wait_then_forward(*args: Any, **kwargs: Any) -> Any:
-            gate.wait()
-            return forward(*args, **kwargs)
-
-        return wait_then_forward
-
-    with serve_tiny(tiny_llama_dir, wrap_forward=held, max_concurrent_requests=1) as (url, engine):
+    with serve_tiny(tiny_llama_dir, wrap_forward=gated(gate), max_concurrent_requests=1) as (url, engine):
         body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 2}}
         async with httpx.AsyncClient(base_url=url) as client:
             first = asyncio.create_task(client.post("/generate", json=body))
@@ -220,6 +231,31 @@ async def test_overload_is_429_while_requests_are_held(tiny_llama_dir: Path) -> 
     assert accepted.status_code == 200
     assert failures["tgi_request_failure_total{err=overloaded}"] == 3
     assert failures["aligner_engine_rejected_total"] == 3
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/generate_stream", {"inputs": "Edit the", "parameters": {"max_new_tokens": 50}}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Edit"}], "stream": True}),
+    ],
+)
+def test_client_leaving_a_stream_frees_its_request(
+    tiny_llama_dir: Path, route: str, body: dict[str, Any]
+) -> None:
+    gate = threading.Event()  # the prefill runs, then the model waits: the stream cannot finish by itself
+    with serve_tiny(tiny_llama_dir, wrap_forward=gated(gate, free_calls=1)) as (url, engine):
+        with httpx.stream("POST", f"{url}{route}", json=body) as response:
+            first = next(response.iter_lines())
+            assert engine.in_flight == 1
+        while engine.in_flight:
+            time.sleep(0.01)
+        gate.set()
+        while not engine.stats.cancelled:
+            time.sleep(0.01)
+        stats = engine.stats
+    assert first.startswith("data:")
+    assert (stats.cancelled, stats.finished) == (1, 0)
 
 
 def test_error_during_a_stream_is_an_event(tiny_llama_dir: Path) -> None:
@@ -318,15 +354,13 @@ def test_health_info_and_unknown_routes(url: str) -> None:
     assert missing.json()["error_type"] == "not_found"
 
 
-def test_serve_help() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "langchain_aligner.cli", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+def test_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    usage = capsys.readouterr().out
     for option in ("--model", "--max-batch-size", "--max-concurrent-requests", "--api-key", "--dtype"):
-        assert option in result.stdout
+        assert option in usage
 
 
 def _free_port() -> int:
@@ -337,7 +371,8 @@ def _free_port() -> int:
 
 def test_serve_command_answers_generate(tiny_llama_dir: Path) -> None:
     port = _free_port()
-    command = [sys.executable, "-m", "langchain_aligner.cli", "--log-level", "WARNING", "serve"]
+    script = Path(sys.executable).parent / "langchain-aligner"  # the installed console script
+    command = [str(script), "--log-level", "WARNING", "serve"]
     command += ["--model", str(tiny_llama_dir), "--port", str(port), "--max-input-tokens", "64"]
     command += ["--max-total-tokens", "128", "--api-key", "k"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -364,8 +399,8 @@ def test_serve_command_answers_generate(tiny_llama_dir: Path) -> None:
     assert process.returncode == 0
 
 
-def test_serve_command_refuses_limits_the_model_cannot_hold(tiny_llama_dir: Path) -> None:
-    command = [sys.executable, "-m", "langchain_aligner.cli", "serve", "--model", str(tiny_llama_dir)]
-    result = subprocess.run([*command, "--max-total-tokens", "4096"], capture_output=True, text=True)
-    assert result.returncode == 2
-    assert "max_total_tokens=4096 exceeds the model's 256 positions" in result.stderr
+def test_serve_command_refuses_limits_the_model_cannot_hold(
+    tiny_llama_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert main(["serve", "--model", str(tiny_llama_dir), "--max-total-tokens", "4096"]) == 2
+    assert "max_total_tokens=4096 exceeds the model's 256 positions" in caplog.text

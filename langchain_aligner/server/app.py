@@ -35,6 +35,7 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from langchain_aligner.backends._stops import StopTrimmer, cut_at_stop
+from langchain_aligner.generation import GenerationParams
 from langchain_aligner.server.engine import (
     BatchingEngine,
     EngineGenerationError,
@@ -243,6 +244,27 @@ def _usage(finish: FinishEvent) -> Usage:
     )
 
 
+class _LastToken:
+    """Tells whether a token ends its generation, by the engine's rules (TGI's): ``max_new_tokens`` reached,
+    an EOS token, or a stop sequence completed in the text. A stream can then send every token at once and
+    still put the last one in the same event as the finish details, as TGI does."""
+
+    def __init__(self, params: GenerationParams, eos_token_ids: frozenset[int]) -> None:
+        self.params, self.eos_token_ids = params, eos_token_ids
+        self.count, self.text = 0, ""
+        self.longest_stop = max((len(s) for s in params.stop), default=0)
+
+    def ends(self, token: TokenEvent) -> bool:
+        self.count += 1
+        if not token.special:
+            self.text += token.text
+        if self.count >= self.params.max_new_tokens or token.id in self.eos_token_ids:
+            return True
+        # A stop sequence completed by this token lies within its text plus the longest stop sequence.
+        tail = self.text[-(len(token.text) + self.longest_stop) :] if token.text else ""
+        return cut_at_stop(tail, self.params.stop) != tail
+
+
 class _Server:
     """The routes' shared state: the engine, metrics and the model's identity."""
 
@@ -273,9 +295,11 @@ class _Server:
         self.metrics.finished(finish, started)
         return finish
 
-    async def stream(self, request: EngineRequest) -> tuple[TokenEvent | FinishEvent, Events, float]:
-        """Start streaming ``request``: its first event (errors before it are raised as :class:`_Failure`,
-        so they get an HTTP status), the rest of the events and the start time."""
+    async def stream(
+        self, request: EngineRequest
+    ) -> tuple[EngineRequest, TokenEvent | FinishEvent, Events, float]:
+        """Start streaming ``request``: the request, its first event (errors before it are raised as
+        :class:`_Failure`, so they get an HTTP status), the rest of the events and the start time."""
         started = time.perf_counter()
         self.metrics.requests.inc()
         events = aiter(self.engine.stream(request))
@@ -285,29 +309,33 @@ class _Server:
             failure = _failure(error)
             self.metrics.failed(failure)
             raise failure from error
-        return first, events, started
+        return request, first, events, started
 
     async def events(
-        self, first: TokenEvent | FinishEvent, events: Events, started: float
+        self, request: EngineRequest, first: TokenEvent | FinishEvent, events: Events, started: float
     ) -> AsyncIterator[tuple[TokenEvent, FinishEvent | None]]:
-        """Pair each token with the finish event when it is the last one (TGI's last stream event carries
-        both), counting the request in the metrics. Closes the engine's stream if the client goes away."""
-        held: TokenEvent | None = None
+        """Yield each token as it comes, the last one paired with the finish event (TGI's last stream event
+        carries both), counting the request in the metrics. Closes the engine's stream when the client
+        goes away, which frees its row in the batch."""
+        last = _LastToken(request.params, self.engine.eos_token_ids)
+        token: TokenEvent | FinishEvent | None = first
         try:
-            pending: TokenEvent | FinishEvent | None = first
-            while isinstance(pending, TokenEvent):
-                if held is not None:
-                    yield held, None
-                held = pending
+            while isinstance(token, TokenEvent):
+                if not last.ends(token):
+                    yield token, None
+                    token = await anext(events, None)
+                    continue
                 try:
-                    pending = await anext(events, None)
+                    finish = await anext(events, None)
                 except Exception:
-                    yield held, None  # the tokens generated before the failure go out first
+                    yield token, None  # the tokens generated before the failure go out first
                     raise
-            if held is None or pending is None:
-                raise _Failure(500, "incomplete_generation", "Incomplete generation: the stream ended early")
-            self.metrics.finished(pending, started)
-            yield held, pending
+                if not isinstance(finish, FinishEvent):
+                    break
+                self.metrics.finished(finish, started)
+                yield token, finish
+                return
+            raise _Failure(500, "incomplete_generation", "Incomplete generation: the stream ended early")
         except Exception as error:
             failure = _failure(error)
             self.metrics.failed(failure)
@@ -347,12 +375,12 @@ class _Server:
     async def generate_stream(self, request: GenerateRequest) -> EventSourceResponse:
         params = request.parameters
         prefix = request.inputs if params.return_full_text else ""
-        started = await self.stream(self.engine_request(request))
+        opened = await self.stream(self.engine_request(request))
 
         async def body() -> AsyncIterator[str]:
             index = 0
             try:
-                async for token, finish in self.events(*started):
+                async for token, finish in self.events(*opened):
                     index += 1
                     event = StreamResponse(
                         index=index, token=_token(token), top_tokens=[_token(t) for t in token.top_tokens]
@@ -446,7 +474,8 @@ class _Server:
         def usage_chunk(finish: FinishEvent) -> str:
             return ChatCompletionChunk(**ids, choices=[], usage=_usage(finish)).model_dump_json()
 
-        return await self._openai_stream(engine_request, request, chunk, usage_chunk)
+        # As OpenAI does, the first chunk only says who speaks.
+        return await self._openai_stream(engine_request, request, chunk, usage_chunk, chunk("", None))
 
     async def _openai_stream(
         self,
@@ -454,15 +483,18 @@ class _Server:
         request: CompletionRequest | ChatRequest,
         chunk: Callable[[str, FinishEvent | None], str],
         usage_chunk: Callable[[FinishEvent], str],
+        opening: str | None = None,
     ) -> EventSourceResponse:
-        """An OpenAI stream: a chunk per token (stop sequences held back and cut), the finish reason on the
-        last, then the usage chunk if asked for and ``[DONE]``."""
-        started = await self.stream(engine_request)
+        """An OpenAI stream: the ``opening`` chunk, a chunk per token (stop sequences held back and cut),
+        the finish reason on the last, then the usage chunk if asked for and ``[DONE]``."""
+        opened = await self.stream(engine_request)
 
         async def body() -> AsyncIterator[str]:
             trimmer = StopTrimmer(request.stop)
+            if opening is not None:
+                yield opening
             try:
-                async for token, finish in self.events(*started):
+                async for token, finish in self.events(*opened):
                     text = "" if token.special else trimmer.feed(token.text)
                     if finish is not None:
                         yield chunk(text + trimmer.flush(), finish)
