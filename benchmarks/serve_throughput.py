@@ -2,11 +2,12 @@
 
 Serves the embedded default model (SmolLM2-135M-Instruct) or ``--model`` with the server's app on 127.0.0.1
 (uvicorn in a thread) and drives it with ``huggingface_hub``'s ``AsyncInferenceClient.text_generation``.
-Every level sends the same ``--requests`` greedy requests (Aligner prompts built from the AlpacaEval
-question-answer pairs of ``../shared/data``, or stand-ins without it), split among that many concurrent
-clients; concurrency 1 is the sequential baseline the ratio is taken against. Prints a Markdown table.
+A level of ``c`` clients sends ``max(c, --requests)`` greedy requests (Aligner prompts built from the
+AlpacaEval question-answer pairs of ``../shared/data``, or stand-ins without it), each client its share one
+after another; concurrency 1 is the sequential baseline that tokens/s ratios are taken against. Prints a
+Markdown table, a row per level as it is measured.
 
-    python benchmarks/serve_throughput.py [--requests 32] [--max-new-tokens 32] [--concurrency 1 8 32]
+    python benchmarks/serve_throughput.py [--requests 8] [--max-new-tokens 32] [--concurrency 1 8 32]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from huggingface_hub import AsyncInferenceClient
 
 from langchain_aligner import ALIGNER_V1
@@ -98,46 +100,52 @@ def percentile(values: list[float], q: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", default=None, help="Model directory or GGUF file (default: embedded model)."
-    )
-    parser.add_argument("--requests", type=int, default=32, help="Requests per level (default: 32).")
+    parser.add_argument("--model", help="Model directory or GGUF file (default: the embedded model).")
+    parser.add_argument("--requests", type=int, default=8, help="Fewest requests per level (default: 8).")
     parser.add_argument(
         "--max-new-tokens", type=int, default=32, help="New tokens per request (default: 32)."
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="Concurrent clients.")
     parser.add_argument(
-        "--answer-chars", type=int, default=300, help="Characters of each answer in the prompt."
+        "--answer-chars", type=int, default=300, help="Characters of each answer in a prompt."
     )
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16.")
     parser.add_argument("--device", default="cpu", help="Torch device.")
     args = parser.parse_args()
 
-    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
-    prompts = load_prompts(args.requests, args.answer_chars)
-    engine = BatchingEngine(model, tokenizer, model_id="benchmark", max_batch_size=max(args.concurrency))
     levels = sorted(set(args.concurrency) | {1})
-    with run_server_in_thread(create_app(engine)) as url:
-
-        async def measure() -> list[Level]:
-            await run_level(url, engine, prompts[:1], 1, args.max_new_tokens)  # warm-up
-            return [await run_level(url, engine, prompts, c, args.max_new_tokens) for c in levels]
-
-        results = asyncio.run(measure())
-    baseline = results[0].tokens_per_second
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+    prompts = load_prompts(max(args.requests, *levels), args.answer_chars)
+    engine = BatchingEngine(model, tokenizer, model_id="benchmark", max_batch_size=max(levels))
     prompt_tokens = [engine.count_tokens(p) for p in prompts]
     print(
-        f"{args.requests} greedy requests per level, {args.max_new_tokens} new tokens each, prompts of "
-        f"{min(prompt_tokens)}-{max(prompt_tokens)} tokens, {args.device} {args.dtype}, HTTP on 127.0.0.1\n"
+        f"Greedy, {args.max_new_tokens} new tokens per request, prompts of {min(prompt_tokens)}-"
+        f"{max(prompt_tokens)} tokens, {args.device} {args.dtype} ({torch.get_num_threads()} torch threads), "
+        "HTTP on 127.0.0.1\n"
     )
-    print("| concurrency | tokens | seconds | tokens/s | vs sequential | p50 ms | p99 ms | largest batch |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for level in results:
-        print(
-            f"| {level.concurrency} | {level.tokens} | {level.seconds:.2f} | {level.tokens_per_second:.1f} "
-            f"| {level.tokens_per_second / baseline:.2f}x | {percentile(level.latencies_ms, 50):.0f} "
-            f"| {percentile(level.latencies_ms, 99):.0f} | {level.max_batch_size} |"
-        )
+    print(
+        "| clients | requests | tokens | seconds | tokens/s | vs sequential | p50 ms | p99 ms | max batch |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+
+    async def measure(url: str) -> None:
+        await run_level(url, engine, prompts[:1], 1, args.max_new_tokens)  # warm-up
+        baseline = None
+        for concurrency in levels:
+            level = await run_level(
+                url, engine, prompts[: max(args.requests, concurrency)], concurrency, args.max_new_tokens
+            )
+            baseline = baseline or level.tokens_per_second
+            print(
+                f"| {concurrency} | {len(level.latencies_ms)} | {level.tokens} | {level.seconds:.2f} "
+                f"| {level.tokens_per_second:.1f} | {level.tokens_per_second / baseline:.2f}x "
+                f"| {percentile(level.latencies_ms, 50):.0f} | {percentile(level.latencies_ms, 99):.0f} "
+                f"| {level.max_batch_size} |",
+                flush=True,
+            )
+
+    with run_server_in_thread(create_app(engine)) as url:
+        asyncio.run(measure(url))
 
 
 if __name__ == "__main__":
