@@ -105,12 +105,14 @@ def plan_training(
 ) -> list[PlannedStep]:
     """Every optimizer step of the run, phase after phase (e.g. identity warm-up first), epoch after epoch.
 
+    Epochs are numbered from 0 across the phases, empty phases left out.
+
     An epoch's last step may hold fewer than ``gradient_accumulation_steps`` micro-batches.
     ``max_steps`` cuts the plan short.
     """
     steps: list[PlannedStep] = []
     epoch = 0
-    for phase in phases:
+    for phase in (p for p in phases if p.indices):
         for _ in range(phase.epochs):
             micro = plan_epoch(
                 phase.indices,

@@ -132,6 +132,7 @@ class SFTTrainer:
         self.eval_dataset = eval_dataset
         self.rank, self.world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
         self.output_dir = Path(config.output_dir)
+        self.lora = config.lora is not None
         self.lengths: list[int] = list(dataset["length"])
         self.targets: list[int] = [
             sum(1 for t in labels[1:] if t != IGNORE_INDEX) for labels in dataset["labels"]
@@ -178,7 +179,10 @@ class SFTTrainer:
         """Save the engine (weights, optimizer, scheduler), the step and this rank's RNG state."""
         tag = f"step-{self.step}"
         state = {"step": self.step, "plan_length": len(self.plan), "config": config_to_dict(self.config)}
-        self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state=state)
+        # A LoRA run's frozen base is the model it started from: leave it out of the checkpoints.
+        self.engine.save_checkpoint(
+            str(self.checkpoint_dir), tag=tag, client_state=state, exclude_frozen_parameters=self.lora
+        )
         torch.save(torch.get_rng_state(), self.checkpoint_dir / tag / f"rng_state_{self.rank}.pt")
         torch.distributed.barrier()
         if self.rank == 0 and self.config.save_total_limit is not None:
@@ -191,7 +195,7 @@ class SFTTrainer:
         """Load the latest checkpoint in ``output_dir``, if any; training then continues after its step."""
         if not (self.checkpoint_dir / "latest").is_file():
             return False
-        path, state = self.engine.load_checkpoint(str(self.checkpoint_dir))
+        path, state = self.engine.load_checkpoint(str(self.checkpoint_dir), load_module_strict=not self.lora)
         if path is None:
             raise RuntimeError(f"cannot load the latest checkpoint in {self.checkpoint_dir}")
         if state["plan_length"] != len(self.plan):
