@@ -70,6 +70,8 @@ class SFTConfig:
     paper found ~0.2 best. 0 turns the warm-up phase off."""
     eval_share: float = 0.0
     """Share of records held out (fixed by ``seed``) and scored after each epoch; 0 holds none out."""
+    eval_each_epoch: bool = True
+    """Score the held-out records (mean token loss) after each epoch; off, they are only held out."""
     max_records: int | None = None
     """Use at most this many training records (taken after the seeded shuffle); ``None`` uses all."""
 

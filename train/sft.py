@@ -118,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             len(held_out),
             world_size,
         )
-    trainer = SFTTrainer(config, model, tokenizer, dataset, phases, encode(held_out) if held_out else None)
+    scored = encode(held_out) if held_out and config.eval_each_epoch else None
+    trainer = SFTTrainer(config, model, tokenizer, dataset, phases, scored)
     result = trainer.train()
     model_dir = trainer.export()
     if rank == 0:
