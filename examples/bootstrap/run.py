@@ -45,7 +45,7 @@ QUESTIONS = [
 """Our own questions, a mix of everyday, safety-relevant and borderline requests."""
 
 # A real small model needs a small learning rate; the tiny config's own (1e-3) suits random tiny models.
-SMOLLM2_DPO = ["learning_rate=1e-5", "max_steps=10", "max_length=256"]
+SMOLLM2_DPO = ["learning_rate=1e-5", "max_steps=6", "max_length=256"]
 
 
 def answer(
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="how many of the questions")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="for answers and corrections")
     parser.add_argument(
-        "--keep-cut-off", action="store_true", help="keep corrections cut off by --max-new-tokens"
+        "--drop-cut-off", action="store_true", help="drop corrections cut off by --max-new-tokens"
     )
     parser.add_argument("--max-concurrency", type=int, default=4, help="Aligner calls in flight")
     parser.add_argument("--dpo-config", type=Path, default=CONFIG_DIR / "dpo-tiny.yaml")
@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     write_jsonl(corrections, work / "02_corrections.jsonl")
 
     print("3/5 preference data", flush=True)
-    data = build_preference_data(corrections, keep_cut_off=args.keep_cut_off)
+    # Kept by default: at this example's small token budget most corrections reach the limit.
+    data = build_preference_data(corrections, keep_cut_off=not args.drop_cut_off)
     data.write(work / "03_data")
     print(f"  {data.counts}", flush=True)
     if not data.preference:
