@@ -197,6 +197,7 @@ async def test_stop_sequence_ends_the_generation_where_it_completes(
     expected = next(n for n, text in enumerate(texts) if stop in text and not text.endswith("\ufffd"))
     result = await engine.generate(greedy(40, stop=("never appears", stop)))
     assert result.finish_reason == "stop_sequence"
+    assert [t.last for t in result.tokens].index(True) == len(result.tokens) - 1
     assert [t.id for t in result.tokens] == full[:expected]
     assert result.generated_text == texts[expected]  # TGI keeps the stop sequence in the text
 
@@ -208,6 +209,7 @@ async def test_stream_yields_each_token_then_the_finish(
     assert finish.finish_reason == "length"
     assert finish.generated_tokens == 5
     assert tokens == finish.tokens
+    assert [t.last for t in tokens] == [False] * 4 + [True]
     assert finish.generated_text == tiny[1].decode([t.id for t in tokens], skip_special_tokens=True)
     assert finish.queue_ms >= 0 and finish.inference_ms > 0
     assert finish.prefill == []
@@ -403,6 +405,7 @@ async def test_greedy_batch_equals_single_generate_on_smollm2(
         assert [t.id for t in tokens] == ids
         ended_by_eos = ids[-1] == tokenizer.eos_token_id and len(ids) < 16
         assert finish.finish_reason == ("eos_token" if ended_by_eos else "length")
+        assert [t.last for t in tokens] == [False] * (len(tokens) - 1) + [True]
         # Incremental detokenization of byte-level pieces adds up to the decoded text.
         assert "".join(t.text for t in tokens if not t.special) == finish.generated_text
         assert finish.generated_text == tokenizer.decode(ids, skip_special_tokens=True)

@@ -78,7 +78,9 @@ class EngineRequest:
 class TokenEvent:
     """One token: a generated token, a prompt token (``prefill``) or an alternative (``top_tokens``).
 
-    ``logprob`` is NaN for the first prompt token, which has no prediction (TGI sends ``null``).
+    ``logprob`` is NaN for the first prompt token, which has no prediction (TGI sends ``null``). ``last``
+    marks the generated token that ends its request: the :class:`FinishEvent` comes next (a TGI stream
+    sends both in one event).
     """
 
     id: int
@@ -86,6 +88,7 @@ class TokenEvent:
     logprob: float
     special: bool
     top_tokens: tuple[TokenEvent, ...] = ()
+    last: bool = False
 
 
 @dataclass(frozen=True)
@@ -553,26 +556,31 @@ class BatchingEngine:
         sequence.ids.append(token)
         special = token in self._special_ids
         text = sequence.decoder.step(self.tokenizer.backend_tokenizer, token) or ""
+        if not special:
+            sequence.text += text
+        reason = self._finish_reason(sequence, token, text)
         top: tuple[TokenEvent, ...] = ()
         if sequence.request.top_n_tokens:
             values, indices = torch.topk(logprobs, sequence.request.top_n_tokens)
             top = tuple(self._token(int(i), float(v)) for v, i in zip(values, indices, strict=True))
         event = TokenEvent(
-            id=token, text=text, logprob=float(logprobs[token]), special=special, top_tokens=top
+            id=token,
+            text=text,
+            logprob=float(logprobs[token]),
+            special=special,
+            top_tokens=top,
+            last=reason is not None,
         )
         sequence.tokens.append(event)
-        if not special:
-            sequence.text += text
         self._count(generated_tokens=1)
         sequence.send(event)
-        reason = self._finish_reason(sequence, token, text)
         if reason is not None:
             self._finish(sequence, reason)
 
     def _finish_reason(self, sequence: _Sequence, token: int, text: str) -> FinishReason | None:
         """TGI's order: length, then EOS, then stop sequences (searched where ``text`` can complete one)."""
         params = sequence.request.params
-        if len(sequence.tokens) >= params.max_new_tokens:
+        if len(sequence.ids) - len(sequence.input_ids) >= params.max_new_tokens:
             return "length"
         if token in self.eos_token_ids:
             return "eos_token"
