@@ -1,0 +1,78 @@
+"""A two-rank ZeRO-2 run killed after a checkpoint and resumed ends like an uninterrupted run: same data
+order, same losses, same final weights (within float tolerance)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.test_train_deepspeed import launcher_command, read_log, run_sft, write_qac
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = ("deepspeed=ds_zero2.json", "eval_share=0", "save_steps=3", "save_total_limit=null")
+
+
+def checkpoint_complete(checkpoints: Path, tag: str, ranks: int = 2) -> bool:
+    """DeepSpeed has named ``tag`` the latest checkpoint and every rank has written its RNG state."""
+    latest = checkpoints / "latest"
+    return (
+        latest.is_file()
+        and latest.read_text().strip() == tag
+        and all((checkpoints / tag / f"rng_state_{r}.pt").is_file() for r in range(ranks))
+    )
+
+
+def kill_after_first_checkpoint(model_dir: Path, data: Path, output: Path) -> None:
+    """Start the run, SIGKILL all its processes once checkpoint ``step-3`` is complete. A run that finished
+    before the kill landed is rewound instead: later checkpoints are dropped, as if it had died at step 3."""
+    command, env = launcher_command(model_dir, data, output, *OVERRIDES)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    checkpoints = output / "checkpoints"
+    try:
+        while process.poll() is None and not checkpoint_complete(checkpoints, "step-3"):
+            time.sleep(0.01)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    if process.returncode == 0:
+        (checkpoints / "latest").write_text("step-3")
+        for tag in ("step-6", "step-9", "step-10"):
+            shutil.rmtree(checkpoints / tag)
+    assert checkpoint_complete(checkpoints, "step-3")
+
+
+def test_killed_and_resumed_run_matches_uninterrupted_run(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_qac(tmp_path / "qac.jsonl")
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    run_sft(tiny_llama_dir, data, reference, *OVERRIDES)
+    kill_after_first_checkpoint(tiny_llama_dir, data, interrupted)
+    before = len(read_log(interrupted))
+    run_sft(tiny_llama_dir, data, interrupted, *OVERRIDES, "--resume")
+
+    expected = {line["step"]: line for line in read_log(reference)}
+    lines = read_log(interrupted)
+    resumed = lines[before:]
+    assert resumed[0]["step"] == 4, "training continues after the checkpoint, not from the start"
+    got = {line["step"]: line for line in lines}  # the resumed run's line wins for a step run twice
+    assert sorted(got) == sorted(expected) == list(range(1, 11))
+    for step, line in expected.items():
+        assert got[step]["records"] == line["records"], f"data order differs at step {step}"
+        assert got[step]["loss"] == pytest.approx(line["loss"], rel=1e-3), f"loss differs at step {step}"
+        assert got[step]["lr"] == pytest.approx(line["lr"], rel=1e-9)
+
+    final, resumed_weights = (load_file(d / "model" / "model.safetensors") for d in (reference, interrupted))
+    assert final.keys() == resumed_weights.keys()
+    assert all(torch.allclose(final[k], resumed_weights[k], atol=1e-4) for k in final)
+    assert (interrupted / "checkpoints" / "latest").read_text().strip() == "step-10"
