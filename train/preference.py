@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableConfig
 
 from train.records import QACRecord, write_records
 
@@ -45,6 +46,7 @@ __all__ = [
     "Correction",
     "DropCounts",
     "PreferenceData",
+    "QACLike",
     "RowFormat",
     "acorrect_answers",
     "build_preference_data",
@@ -207,9 +209,9 @@ def correct_answers(
     (``on_error="raise"``, bad input) gives an uncorrected :class:`Correction` with the error, so one bad
     pair never loses the others. The result is in input order.
     """
-    inputs = _aligner_inputs(pairs, max_concurrency)
+    inputs = _aligner_inputs(pairs)
     batch: list[AlignerRunnableInput] = list(inputs)
-    outputs = aligner.batch(batch, {"max_concurrency": max_concurrency}, return_exceptions=True)
+    outputs = aligner.batch(batch, _batch_config(max_concurrency), return_exceptions=True)
     return [_correction(item, output) for item, output in zip(inputs, outputs, strict=True)]
 
 
@@ -220,9 +222,9 @@ async def acorrect_answers(
     max_concurrency: int = 4,
 ) -> list[Correction]:
     """Async :func:`correct_answers`."""
-    inputs = _aligner_inputs(pairs, max_concurrency)
+    inputs = _aligner_inputs(pairs)
     batch: list[AlignerRunnableInput] = list(inputs)
-    outputs = await aligner.abatch(batch, {"max_concurrency": max_concurrency}, return_exceptions=True)
+    outputs = await aligner.abatch(batch, _batch_config(max_concurrency), return_exceptions=True)
     return [_correction(item, output) for item, output in zip(inputs, outputs, strict=True)]
 
 
@@ -277,11 +279,13 @@ def _write_atomic(path: Path, text: str) -> Path:
     return path
 
 
-def _aligner_inputs(
-    pairs: Iterable[tuple[str, str] | Mapping[str, str]], max_concurrency: int
-) -> list[dict[str, str]]:
+def _batch_config(max_concurrency: int) -> RunnableConfig:
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
+    return {"max_concurrency": max_concurrency}
+
+
+def _aligner_inputs(pairs: Iterable[tuple[str, str] | Mapping[str, str]]) -> list[dict[str, str]]:
     inputs = []
     for pair in pairs:
         if isinstance(pair, Mapping):
