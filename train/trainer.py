@@ -219,7 +219,8 @@ class SFTTrainer:
         if self.config.resume:
             self.resume()
         self.engine.train()
-        log = _LossLog(self.output_dir, self.config.tensorboard) if self.rank == 0 else None
+        # A fresh run starts a new log; a resumed one appends (its lines for redone steps come last).
+        log = _LossLog(self.output_dir, self.config.tensorboard, self.step > 0) if self.rank == 0 else None
         bar = tqdm(
             total=len(self.plan), initial=self.step, desc="sft", disable=self.rank != 0, dynamic_ncols=True
         )
@@ -388,9 +389,9 @@ class _Window:
 class _LossLog:
     """Appends JSON lines to ``output_dir/loss_log.jsonl`` and, optionally, scalars to TensorBoard."""
 
-    def __init__(self, output_dir: Path, tensorboard: bool) -> None:
+    def __init__(self, output_dir: Path, tensorboard: bool, append: bool) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        self.file = (output_dir / LOSS_LOG).open("a", encoding="utf-8")
+        self.file = (output_dir / LOSS_LOG).open("a" if append else "w", encoding="utf-8")
         self.writer = None
         if tensorboard:
             try:
