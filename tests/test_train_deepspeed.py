@@ -133,7 +133,7 @@ def test_single_process_lora_writes_adapter_and_merged_model(
     overrides = ["lora.r=8", "learning_rate=3e-2", "eval_share=0", "deepspeed=ds_zero2.json"]
     run_sft(tiny_llama_dir, qac_file, output, *overrides, ranks=1)
     # LoRA on a random model with a frozen output layer moves the loss less than full fine-tuning.
-    assert_trained_and_served(output, fall=0.95)
+    assert_trained_and_served(output, fall=0.97)
     assert (output / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((output / "adapter" / "adapter_config.json").read_text())["r"] == 8
 
