@@ -109,7 +109,7 @@ def test_dpo_single_process_with_lora_merges_the_adapter(
     result = run(
         [sys.executable, "-m", "train", "dpo", "--config", str(TINY_CONFIG), f"model={tiny_llama_dir}"]
         + [f"data={preference_dir}/preference.jsonl", f"output_dir={output_dir}", "max_steps=3", lora]
-        + [f"export_dir={tmp_path / 'export'}", "learning_rate=1e-2"]
+        + [f"export_dir={tmp_path / 'export'}", "learning_rate=1e-2", "precision=bf16"]
     )
 
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -117,8 +117,10 @@ def test_dpo_single_process_with_lora_merges_the_adapter(
     assert (output_dir / "final" / "adapter_config.json").is_file()
     assert is_exported_model(tmp_path / "export")
     assert not (tmp_path / "export" / "adapter_config.json").exists()
-    trained, _ = load_model_and_tokenizer(tmp_path / "export")
-    original, _ = load_model_and_tokenizer(tiny_llama_dir)
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["dtype"] == "bfloat16"  # exported in the training precision
+    trained, _ = load_model_and_tokenizer(tmp_path / "export", dtype="bfloat16")
+    original, _ = load_model_and_tokenizer(tiny_llama_dir, dtype="bfloat16")
     weights, base = trained.state_dict(), original.state_dict()
     assert set(weights) == set(base)  # a plain model: the adapter is merged in
     name = "model.layers.0.self_attn.q_proj.weight"

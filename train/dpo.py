@@ -32,6 +32,8 @@ __all__ = ["DPOConfig", "DPOResult", "load_preference_dataset", "main", "train_d
 logger = logging.getLogger(__name__)
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+EXPORT_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+"""The exported model keeps the training precision."""
 
 
 @dataclass
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _trl_config(config: DPOConfig) -> Any:
+    import torch
     from trl import DPOConfig as TRLDPOConfig
 
     deepspeed = config.deepspeed_file()
@@ -228,6 +231,7 @@ def _trl_config(config: DPOConfig) -> Any:
         fp16=config.precision == "fp16",
         deepspeed=str(deepspeed) if deepspeed else None,
         accelerator_config={"use_configured_state": _configure_cpu_deepspeed(deepspeed)},
+        use_cpu=deepspeed is None and not torch.cuda.is_available(),  # transformers' condition for CPU bf16
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
@@ -272,11 +276,12 @@ def _peft_config(lora: LoRAConfig | None) -> Any:
 
 
 def _trained_model(config: DPOConfig, final_dir: Path) -> PreTrainedModel:
-    """The saved result as a plain model: a LoRA adapter is merged into a fresh copy of the base."""
+    """The saved result as a plain model in the training precision; a LoRA adapter is merged into the base."""
+    dtype = EXPORT_DTYPES[config.precision]
     if config.lora is None:
-        model, _ = load_model_and_tokenizer(final_dir)
+        model, _ = load_model_and_tokenizer(final_dir, dtype=dtype)
         return model
     from peft import PeftModel
 
-    base, _ = load_model_and_tokenizer(config.model)
+    base, _ = load_model_and_tokenizer(config.model, dtype=dtype)
     return PeftModel.from_pretrained(base, str(final_dir)).merge_and_unload()
