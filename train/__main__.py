@@ -9,18 +9,22 @@ import importlib
 import sys
 
 COMMANDS = {
-    "sft": "train.sft",  # supervised fine-tuning: an Aligner on Q-A-C records, or an upstream model on corrections
+    "sft": "train.sft",  # supervised fine-tuning: an Aligner on Q-A-C records
     "dpo": "train.dpo",  # preference tuning of the upstream model on (correction > original) pairs
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The DeepSpeed launcher puts `--local_rank=N` before the subcommand: hand it on to the subcommand.
+    launcher_args = [a for a in argv if a.startswith("--local_rank=")]
+    argv = [a for a in argv if not a.startswith("--local_rank=")]
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m train {{{','.join(COMMANDS)}}} --config CONFIG.yaml [key=value ...]", file=sys.stderr)
+        usage = f"usage: python -m train {{{','.join(COMMANDS)}}} --config CONFIG.yaml [key=value ...]"
+        print(usage, file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]])
-    return int(module.main(argv[1:]) or 0)
+    return int(module.main(argv[1:] + launcher_args) or 0)
 
 
 if __name__ == "__main__":
