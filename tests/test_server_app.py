@@ -172,6 +172,8 @@ def test_malformed_json_is_a_validation_error(url: str) -> None:
         ("/v1/completions", {"prompt": "Edit " * 100}),
         ("/v1/completions", {"prompt": ["a", "b"]}),
         ("/v1/completions", {"prompt": "hi", "n": 2}),
+        ("/v1/completions", {"prompt": "hi", "logprobs": 2}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "temperature": -1}),
         ("/v1/chat/completions", {"messages": []}),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "tools": [{"a": 1}]}),
     ],

@@ -14,7 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from importlib.metadata import version
 from typing import Any
 
@@ -282,16 +282,22 @@ class _Server:
         refuses a prompt that is too long)."""
         return max(1, self.engine.max_total_tokens - self.engine.count_tokens(prompt))
 
-    async def generate(self, request: EngineRequest) -> FinishEvent:
-        """Run ``request`` to the end, counting it in the metrics; engine errors become :class:`_Failure`."""
-        started = time.perf_counter()
-        self.metrics.requests.inc()
+    @contextmanager
+    def failures(self) -> Iterator[None]:
+        """Turn what the engine raises into :class:`_Failure` and count it in the metrics."""
         try:
-            finish = await self.engine.generate(request)
+            yield
         except Exception as error:
             failure = _failure(error)
             self.metrics.failed(failure)
             raise failure from error
+
+    async def generate(self, request: EngineRequest) -> FinishEvent:
+        """Run ``request`` to the end, counting it in the metrics; engine errors become :class:`_Failure`."""
+        started = time.perf_counter()
+        self.metrics.requests.inc()
+        with self.failures():
+            finish = await self.engine.generate(request)
         self.metrics.finished(finish, started)
         return finish
 
@@ -303,12 +309,8 @@ class _Server:
         started = time.perf_counter()
         self.metrics.requests.inc()
         events = aiter(self.engine.stream(request))
-        try:
+        with self.failures():
             first = await anext(events)
-        except Exception as error:
-            failure = _failure(error)
-            self.metrics.failed(failure)
-            raise failure from error
         return request, first, events, started
 
     async def events(
@@ -320,26 +322,23 @@ class _Server:
         last = _LastToken(request.params, self.engine.eos_token_ids)
         token: TokenEvent | FinishEvent | None = first
         try:
-            while isinstance(token, TokenEvent):
-                if not last.ends(token):
-                    yield token, None
-                    token = await anext(events, None)
-                    continue
-                try:
-                    finish = await anext(events, None)
-                except Exception:
-                    yield token, None  # the tokens generated before the failure go out first
-                    raise
-                if not isinstance(finish, FinishEvent):
-                    break
-                self.metrics.finished(finish, started)
-                yield token, finish
-                return
-            raise _Failure(500, "incomplete_generation", "Incomplete generation: the stream ended early")
-        except Exception as error:
-            failure = _failure(error)
-            self.metrics.failed(failure)
-            raise failure from error
+            with self.failures():
+                while isinstance(token, TokenEvent):
+                    if not last.ends(token):
+                        yield token, None
+                        token = await anext(events, None)
+                        continue
+                    try:
+                        finish = await anext(events, None)
+                    except Exception:
+                        yield token, None  # the tokens generated before the failure go out first
+                        raise
+                    if not isinstance(finish, FinishEvent):
+                        break
+                    self.metrics.finished(finish, started)
+                    yield token, finish
+                    return
+                raise _Failure(500, "incomplete_generation", "Incomplete generation: the stream ended early")
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.server.engine import MAX_TOP_N_TOKENS
@@ -274,6 +274,19 @@ class ErrorResponse(BaseModel):
 # -- OpenAI-compatible -------------------------------------------------------------------------------------
 
 
+_UNSUPPORTED_OPENAI = (
+    "echo",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "presence_penalty",
+    "response_format",
+    "suffix",
+    "top_logprobs",
+)
+"""OpenAI request fields this server cannot honour: refused when set to anything but a null value."""
+
+
 class _OpenAIParameters(BaseModel):
     """Sampling fields shared by completions and chat requests (OpenAI semantics)."""
 
@@ -288,6 +301,14 @@ class _OpenAIParameters(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     n: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        for key in _UNSUPPORTED_OPENAI if isinstance(data, dict) else ():
+            if data.get(key):
+                raise ValueError(f"`{key}` is not supported by this server")
+        return data
 
     @field_validator("stop", mode="before")
     @classmethod
