@@ -9,7 +9,7 @@ from pathlib import Path
 
 __all__ = ["API_KEY_ENV", "add_arguments", "run"]
 
-API_KEY_ENV = "LANGCHAIN_ALIGNER_API_KEY"
+API_KEY_ENV = "ALIGNER_API_KEY"  # the same variable AlignerRunnable sends as its bearer token
 """Environment variable read for the API key when ``--api-key`` is not given."""
 
 logger = logging.getLogger(__name__)
