@@ -82,3 +82,26 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     LlamaForCausalLM(config).save_pretrained(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def printable_llama_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama, its output weights zeroed for every token that is not printable ASCII text.
+
+    Random weights otherwise pick byte tokens that never complete a UTF-8 character: their stream texts
+    are empty while the whole text decodes them as U+FFFD, so streamed pieces would not add up. Zeroed rows
+    get logit 0, below the best of the random others, so greedy decoding never picks them.
+    """
+    import torch
+
+    from langchain_aligner.models import load_model_and_tokenizer
+
+    target = tmp_path_factory.mktemp("printable-llama")
+    model, tokenizer = load_model_and_tokenizer(tiny_llama_dir)
+    texts = [str(tokenizer.decode([i])) for i in range(len(tokenizer))]
+    unprintable = [i for i, text in enumerate(texts) if not (text.isascii() and text.isprintable())]
+    with torch.no_grad():
+        model.lm_head.weight[unprintable] = 0
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target

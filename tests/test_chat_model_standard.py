@@ -2,8 +2,8 @@
 
 Unit tests: the inner model is a ``ChatOpenAI`` (tool binding and structured output are really its own;
 nothing is sent). Integration tests: the inner model is a ``ChatOpenAI`` talking to a scripted
-OpenAI-compatible chat server on 127.0.0.1, the Aligner is the fake TGI server; every answer goes through
-both over HTTP.
+OpenAI-compatible chat server on 127.0.0.1, the Aligner is a tiny Llama served by the project's own
+TGI-compatible server (``langchain-aligner serve``); every answer goes through both over HTTP.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -23,8 +24,11 @@ from langchain_openai import ChatOpenAI
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
+from langchain_aligner import AlignerRunnable, GenerationParams
 from langchain_aligner.chat_model import ChatAligner
+from langchain_aligner.server.engine import BatchingEngine
 from tests.fake_servers import FakeServer, Script, fake_tokens
+from tests.test_server_app import serve_tiny
 
 # Both suites pass these to ChatAligner; the other standard parameters (temperature, timeout, max_retries,
 # api_key) belong to the inner model and to the Aligner's backend, and ChatAligner refuses unknown fields.
@@ -110,6 +114,13 @@ def chat_server() -> Iterator[FakeServer]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def aligner_server(printable_llama_dir: Path) -> Iterator[tuple[str, BatchingEngine]]:
+    """``langchain-aligner serve``'s app on 127.0.0.1 with the tiny Llama as the Aligner."""
+    with serve_tiny(printable_llama_dir, max_input_tokens=150, max_total_tokens=256) as served:
+        yield served
+
+
 class TestChatAlignerIntegration(ChatModelIntegrationTests):
     """What a chat model must do, with both the inner model and the Aligner behind real HTTP servers.
 
@@ -121,8 +132,10 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
     urls: dict[str, str] = {}
 
     @pytest.fixture(autouse=True)
-    def _servers(self, chat_server: FakeServer, tgi_server: FakeServer) -> None:
-        self.urls.update(chat=chat_server.url, aligner=tgi_server.url)
+    def _servers(
+        self, chat_server: FakeServer, aligner_server: tuple[str, BatchingEngine], printable_llama_dir: Path
+    ) -> None:
+        self.urls.update(chat=chat_server.url, aligner=aligner_server[0], model_dir=str(printable_llama_dir))
 
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
@@ -158,10 +171,15 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
         return "other-inner-model"
 
     def test_answers_are_corrections(self, model: BaseChatModel) -> None:
-        """Not a standard test: the answer really is the Aligner's, and the inner model's is kept."""
+        """Not a standard test: the answer really is the served Aligner's, and the inner model's is kept."""
         result = model.invoke("Hello")
         original = result.response_metadata["aligner_original_answer"]
         assert original == "You wrote 1 words, thank you for asking."
-        assert result.content.startswith("Corrected ") and result.content != original
+        # The same model in this process: the reference for what the server must have answered.
+        params = GenerationParams(max_new_tokens=STANDARD_PARAMS["max_tokens"])
+        reference = AlignerRunnable(backend="transformers", url=self.urls["model_dir"], generation=params)
+        expected = reference.invoke({"question": "Hello", "answer": original})
+        assert result.response_metadata["aligner_corrected"] is True
+        assert expected.content and result.content == expected.content
         assert result.response_metadata["model_name"] == "inner-model"
-        assert result.response_metadata["aligner_model"] == "fake/aligner-7b"
+        assert result.response_metadata["aligner_model"] == "tiny-llama"

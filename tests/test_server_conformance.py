@@ -21,7 +21,6 @@ from huggingface_hub import AsyncInferenceClient, InferenceClient
 from huggingface_hub.errors import ValidationError as HubValidationError
 
 from langchain_aligner import AlignerRunnable, GenerationParams
-from langchain_aligner.models import load_model_and_tokenizer
 from langchain_aligner.server.engine import BatchingEngine
 from tests.test_server_app import failing_after, serve_tiny, sse_events
 
@@ -80,27 +79,6 @@ class OpenAPIContract:
 @pytest.fixture(scope="module")
 def contract() -> OpenAPIContract:
     return OpenAPIContract(OPENAPI)
-
-
-@pytest.fixture(scope="module")
-def printable_llama_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Llama, its output weights zeroed for every token that is not printable ASCII text.
-
-    Random weights otherwise pick byte tokens that never complete a UTF-8 character: their stream texts
-    are empty while the whole text decodes them as U+FFFD, so streamed pieces would not add up. Zeroed rows
-    get logit 0, below the best of the random others, so greedy decoding never picks them.
-    """
-    import torch
-
-    target = tmp_path_factory.mktemp("printable-llama")
-    model, tokenizer = load_model_and_tokenizer(tiny_llama_dir)
-    texts = [str(tokenizer.decode([i])) for i in range(len(tokenizer))]
-    unprintable = [i for i, text in enumerate(texts) if not (text.isascii() and text.isprintable())]
-    with torch.no_grad():
-        model.lm_head.weight[unprintable] = 0
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
 
 
 @pytest.fixture(scope="module")
