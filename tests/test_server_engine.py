@@ -349,13 +349,58 @@ async def test_a_failed_decode_step_fails_the_whole_batch_and_the_engine_recover
     assert engine.stats.failed == 2 and engine.in_flight == 0
 
 
-async def test_stopping_fails_requests_still_in_flight(tiny: tuple[Any, Any]) -> None:
-    engine = BatchingEngine(*tiny, model_id="tiny", max_input_tokens=64, max_total_tokens=256)
-    pending = asyncio.ensure_future(engine.generate(greedy(5)))
-    await wait_until_queued(engine, 1)
-    await engine.stop()
-    with pytest.raises(EngineGenerationError, match="stopped"):
-        await pending
+async def test_stopping_fails_requests_decoding_and_waiting(
+    tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = BatchingEngine(
+        *tiny, model_id="tiny", max_batch_size=1, max_input_tokens=64, max_total_tokens=256
+    )
+    gate = hold_decoding(engine.model, monkeypatch)
+    async with started(engine, gate):
+        decoding = engine.stream(greedy(100))
+        await anext(decoding)  # in the batch's only row, its first decode step held
+        waiting = asyncio.ensure_future(engine.generate(greedy(5)))
+        await wait_until_queued(engine, 2)
+        stopping = asyncio.ensure_future(engine.stop())
+        await asyncio.sleep(0)  # stop() has begun: it waits for the worker, which ends after this step
+        gate.set()
+        await stopping
+        with pytest.raises(EngineGenerationError, match="stopped"):
+            await collect(decoding)
+        with pytest.raises(EngineGenerationError, match="stopped"):
+            await waiting
+    assert engine.stats.failed == 2 and engine.in_flight == 0
+
+
+async def test_a_prefill_takes_no_more_tokens_than_its_budget(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    length = len(tokenizer(PROMPTS[0])["input_ids"])
+    engine = BatchingEngine(
+        model,
+        tokenizer,
+        model_id="tiny",
+        max_input_tokens=length,
+        max_total_tokens=256,
+        max_batch_prefill_tokens=2 * length,
+    )
+    tasks = [asyncio.ensure_future(engine.generate(greedy(4))) for _ in range(4)]
+    await wait_until_queued(engine, 4)
+    async with engine:
+        results = await asyncio.gather(*tasks)
+    # Two prompts per prefill: the second pair joins the first after one step and the four decode together.
+    assert engine.stats.prefills == 2
+    assert engine.stats.batch_sizes == {2: 2, 4: 2}
+    expected = reference(model, tokenizer, PROMPTS[0], do_sample=False, max_new_tokens=4)
+    assert all([t.id for t in r.tokens] == expected for r in results)
+    with pytest.raises(ValueError, match="max_batch_prefill_tokens"):
+        BatchingEngine(
+            model,
+            tokenizer,
+            model_id="tiny",
+            max_input_tokens=64,
+            max_total_tokens=256,
+            max_batch_prefill_tokens=32,
+        )
 
 
 def test_tokenize_gives_ids_and_character_offsets(tiny: tuple[Any, Any]) -> None:

@@ -218,6 +218,8 @@ class BatchingEngine:
         max_concurrent_requests: Most requests in flight (waiting or decoding); more are refused.
         max_input_tokens: Most prompt tokens per request.
         max_total_tokens: Most prompt plus new tokens per request.
+        max_batch_prefill_tokens: Most tokens (padding included) prefilled in one forward pass; newcomers
+            beyond it join at the next step (TGI's ``--max-batch-prefill-tokens``).
         batch_wait_ms: How long an idle engine waits for more requests before starting a batch.
     """
 
@@ -231,6 +233,7 @@ class BatchingEngine:
         max_concurrent_requests: int = 128,
         max_input_tokens: int = 1024,
         max_total_tokens: int = 2048,
+        max_batch_prefill_tokens: int = 4096,
         batch_wait_ms: float = 2.0,
     ) -> None:
         from transformers import DynamicCache
@@ -242,6 +245,8 @@ class BatchingEngine:
             raise ValueError("max_batch_size and max_concurrent_requests must be >= 1")
         if not 0 < max_input_tokens < max_total_tokens:
             raise ValueError("need 0 < max_input_tokens < max_total_tokens")
+        if max_batch_prefill_tokens < max_input_tokens:
+            raise ValueError("max_batch_prefill_tokens must be >= max_input_tokens")
         positions = getattr(model.config, "max_position_embeddings", None)
         if positions is not None and max_total_tokens > positions:
             raise ValueError(
@@ -261,6 +266,7 @@ class BatchingEngine:
         self.max_concurrent_requests = max_concurrent_requests
         self.max_input_tokens = max_input_tokens
         self.max_total_tokens = max_total_tokens
+        self.max_batch_prefill_tokens = max_batch_prefill_tokens
         self.batch_wait_ms = batch_wait_ms
         self.device = model.device
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
@@ -274,8 +280,10 @@ class BatchingEngine:
         self._waiting: queue.Queue[_Sequence | None] = queue.Queue()
         self._in_flight = 0
         self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
         # Worker-thread state: the running batch, its KV cache and its attention mask (batch x cache length).
         self._batch: list[_Sequence] = []
+        self._deferred: _Sequence | None = None  # taken from the queue, but did not fit in the last prefill
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
         self._stats_lock = threading.Lock()
@@ -305,9 +313,11 @@ class BatchingEngine:
     async def stop(self) -> None:
         """Stop the worker; requests still in flight fail with :class:`EngineGenerationError`."""
         if self._worker is not None:
-            self._waiting.put(None)
+            self._stopping.set()
+            self._waiting.put(None)  # wakes a worker that waits for requests
             await asyncio.to_thread(self._worker.join)
             self._worker = None
+            self._stopping.clear()
         self._fail(self._drain_waiting(), EngineGenerationError("the engine stopped"))
 
     async def __aenter__(self) -> BatchingEngine:
@@ -404,14 +414,16 @@ class BatchingEngine:
         import torch
 
         with torch.inference_mode():
-            while (newcomers := self._take_newcomers()) is not None:
+            while not self._stopping.is_set() and (newcomers := self._take_newcomers()) is not None:
                 try:
                     self._step(newcomers)
                 except Exception as error:  # the batch's state is unknown now: fail it whole
                     self._fail(newcomers + self._batch, _generation_error(error))
                     self._reset_batch()
-        self._fail(self._batch, EngineGenerationError("the engine stopped"))
+        deferred = [self._deferred] if self._deferred is not None else []
+        self._fail(self._batch + deferred, EngineGenerationError("the engine stopped"))
         self._reset_batch()
+        self._deferred = None
 
     def _step(self, newcomers: list[_Sequence]) -> None:
         """Prefill the newcomers into the batch, then decode one token for every row."""
@@ -426,28 +438,42 @@ class BatchingEngine:
             self._drop_finished()
 
     def _take_newcomers(self) -> list[_Sequence] | None:
-        """Waiting requests that fit in the batch; blocks while idle. ``None`` when the engine stops."""
+        """Waiting requests that fit in the batch and in one prefill; blocks while idle.
+
+        The first request always fits; one that would take the padded prefill over
+        ``max_batch_prefill_tokens`` waits for the next step. ``None`` when the engine stops.
+        """
         room = self.max_batch_size - len(self._batch)
         newcomers: list[_Sequence] = []
+        longest = 0
         deadline: float | None = None
         while len(newcomers) < room:
-            try:
-                if not self._batch and not newcomers:
-                    item = self._waiting.get()
-                    deadline = time.perf_counter() + self.batch_wait_ms / 1000
-                elif deadline is not None:
-                    item = self._waiting.get(timeout=max(0.0, deadline - time.perf_counter()))
-                else:
-                    item = self._waiting.get_nowait()
-            except queue.Empty:
-                break
+            item: _Sequence | None
+            if self._deferred is not None:
+                item, self._deferred = self._deferred, None
+            else:
+                try:
+                    if not self._batch and not newcomers:
+                        item = self._waiting.get()
+                        deadline = time.perf_counter() + self.batch_wait_ms / 1000
+                    elif deadline is not None:
+                        item = self._waiting.get(timeout=max(0.0, deadline - time.perf_counter()))
+                    else:
+                        item = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
             if item is None:
                 self._fail(newcomers, EngineGenerationError("the engine stopped"))
                 return None
             if item.cancelled.is_set():
                 self._count(cancelled=1)
-            else:
-                newcomers.append(item)
+                continue
+            padded = max(longest, len(item.input_ids)) * (len(newcomers) + 1)
+            if newcomers and padded > self.max_batch_prefill_tokens:
+                self._deferred = item
+                break
+            newcomers.append(item)
+            longest = max(longest, len(item.input_ids))
         return newcomers
 
     def _prefill(self, newcomers: list[_Sequence]) -> None:
