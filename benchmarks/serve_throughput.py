@@ -8,6 +8,8 @@ after another; concurrency 1 is the sequential baseline that tokens/s ratios are
 Markdown table, a row per level as it is measured.
 
     python benchmarks/serve_throughput.py [--requests 8] [--max-new-tokens 32] [--concurrency 1 8 32]
+
+On a CPU shared with other work, ``OMP_NUM_THREADS=1`` keeps torch's threads from spinning against it.
 """
 
 from __future__ import annotations

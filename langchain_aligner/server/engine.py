@@ -6,11 +6,11 @@ request after another. The design, in brief:
 - One worker thread runs the torch loop, so the event loop stays free; it hands events back to each
   request's loop with ``loop.call_soon_threadsafe``.
 - **Continuous batching.** Between two decode steps the worker takes the requests that have arrived (up to
-  ``max_batch_size`` rows in all), prefills them together (left padding, attention mask, position ids counted
-  from each row's first real token) and merges their KV cache into the running batch by left-padding the
-  shorter cache. Every step then feeds each row's last token. Rows that finish (EOS, stop sequence,
-  ``max_new_tokens``) or whose stream was closed leave the batch before the next step, and the cache columns
-  that only padding still uses are dropped.
+  ``max_batch_size`` rows in all and ``max_batch_prefill_tokens`` padded prompt tokens in one prefill),
+  prefills them together (left padding, attention mask, position ids counted from each row's first real
+  token) and merges their KV cache into the running batch by left-padding the shorter cache. Every step then
+  feeds each row's last token. Rows that finish (EOS, stop sequence, ``max_new_tokens``) or whose stream was
+  closed leave the batch before the next step, and the cache columns that only padding still uses are dropped.
 - Per-request decoding: greedy, or sampling with transformers' logits processors (repetition penalty,
   temperature, top-k, top-p) and a per-request seeded ``torch.Generator``, so a seeded request gives the same
   tokens whatever else shares its batch. Greedy output equals a single-request ``model.generate``.
@@ -294,7 +294,7 @@ class BatchingEngine:
 
     @property
     def in_flight(self) -> int:
-        """Requests accepted and not yet finished (waiting or decoding)."""
+        """Requests accepted whose stream is still open (waiting or decoding)."""
         return self._in_flight
 
     @property
@@ -311,7 +311,7 @@ class BatchingEngine:
             self._worker.start()
 
     async def stop(self) -> None:
-        """Stop the worker; requests still in flight fail with :class:`EngineGenerationError`."""
+        """Stop the worker after its current step; requests in flight fail with EngineGenerationError."""
         if self._worker is not None:
             self._stopping.set()
             self._waiting.put(None)  # wakes a worker that waits for requests
