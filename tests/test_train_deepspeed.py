@@ -106,7 +106,7 @@ def assert_trained_and_served(output: Path, fall: float = 0.8) -> list[dict]:
     generation = backend.generate(
         "BEGINNING OF CONVERSATION: USER: hi ASSISTANT:", GenerationParams(max_new_tokens=8)
     )
-    assert generation.text.strip()
+    assert generation.text and generation.completion_tokens  # a random model may well write spaces
     return log
 
 

@@ -89,11 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config, _ = parse_args(argv)
 
+    from transformers import set_seed
+
     from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
     from train.tokenization import encode_records
     from train.trainer import SFTTrainer, init_distributed
 
     rank, world_size = init_distributed()
+    set_seed(config.seed)  # LoRA's initial weights and dropout: the same run for the same seed
     warmup, main_records, held_out = split_records(load_records(config), config)
     # No model named: the embedded SmolLM2 base, without the adapter a previous `make aligner-tiny` merged in.
     model, tokenizer = load_model_and_tokenizer(config.model or default_model_dir(adapter_dir=None))
