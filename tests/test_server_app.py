@@ -22,10 +22,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from langchain_aligner import AlignerRunnable
 from langchain_aligner.cli import main
 from langchain_aligner.models import load_model_and_tokenizer
 from langchain_aligner.server.app import create_app
 from langchain_aligner.server.background import run_server_in_thread
+from langchain_aligner.server.cli import API_KEY_ENV
 from langchain_aligner.server.engine import BatchingEngine
 
 CHAT_TEMPLATE = (
@@ -239,7 +241,9 @@ def test_client_leaving_a_stream_frees_its_request(tiny_llama_dir: Path) -> None
     with serve_tiny(tiny_llama_dir, wrap_forward=gated(gate, free_calls=1)) as (url, engine):
         body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 50}}
         with httpx.stream("POST", f"{url}/generate_stream", json=body) as response:
-            first = next(response.iter_lines())  # the first token comes before the second is allowed
+            # Keep the line iterator: dropping it closes the connection, which is the disconnect tested below.
+            lines = response.iter_lines()
+            first = next(lines)  # the first token comes before the second is allowed
             assert engine.in_flight == 1
         while engine.in_flight:
             time.sleep(0.01)
@@ -352,7 +356,8 @@ def test_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--help"])
     assert exited.value.code == 0
     usage = capsys.readouterr().out
-    for option in ("--model", "--max-batch-size", "--max-concurrent-requests", "--api-key", "--dtype"):
+    options = ("--model", "--max-batch-size", "--max-batch-prefill-tokens", "--max-concurrent-requests")
+    for option in (*options, "--api-key", "--dtype"):
         assert option in usage
 
 
@@ -362,12 +367,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_command_answers_generate(tiny_llama_dir: Path) -> None:
+def test_serve_command_answers_generate(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port = _free_port()
     script = Path(sys.executable).parent / "langchain-aligner"  # the installed console script
     command = [str(script), "--log-level", "WARNING", "serve"]
     command += ["--model", str(tiny_llama_dir), "--port", str(port), "--max-input-tokens", "64"]
-    command += ["--max-total-tokens", "128", "--api-key", "k"]
+    command += ["--max-total-tokens", "128", "--max-batch-prefill-tokens", "256"]
+    # The bearer token from the environment: the variable AlignerRunnable sends too.
+    monkeypatch.setenv(API_KEY_ENV, "k")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url, headers = f"http://127.0.0.1:{port}", {"authorization": "Bearer k"}
     try:
@@ -382,6 +389,11 @@ def test_serve_command_answers_generate(tiny_llama_dir: Path) -> None:
         body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 3}}
         answer = httpx.post(f"{url}/generate", json=body, headers=headers)
         info = httpx.get(f"{url}/info", headers=headers).json()
+        unauthorized = httpx.get(f"{url}/info")
+        aligner = AlignerRunnable(
+            backend="tgi", url=url, template="Q: {question} A: {answer} C:", on_error="raise"
+        )
+        corrected = aligner.invoke({"question": "Why?", "answer": "Because."}, max_new_tokens=3)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -389,6 +401,9 @@ def test_serve_command_answers_generate(tiny_llama_dir: Path) -> None:
     assert answer.json()["details"]["generated_tokens"] == 3
     assert info["max_total_tokens"] == 128
     assert info["model_id"] == str(tiny_llama_dir)
+    assert unauthorized.status_code == 401
+    assert corrected.response_metadata["aligner_corrected"] is True
+    assert corrected.response_metadata["token_usage"]["completion_tokens"] == 3
     assert process.returncode == 0
 
 

@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Most prompt plus generated tokens per request (default: 2048).",
     )
     parser.add_argument(
+        "--max-batch-prefill-tokens",
+        type=int,
+        default=4096,
+        help="Most prompt tokens (padding included) prefilled in one step (default: 4096).",
+    )
+    parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
         default="float32",
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             max_concurrent_requests=args.max_concurrent_requests,
             max_input_tokens=args.max_input_tokens,
             max_total_tokens=args.max_total_tokens,
+            max_batch_prefill_tokens=args.max_batch_prefill_tokens,
         )
     except ValueError as error:  # limits that do not fit the model, a model that cannot be batched
         logger.error("cannot serve %s: %s", path, error)
