@@ -39,7 +39,8 @@ class ChatAligner(BaseChatModel):
     is what ``ChatAligner`` returns (the original answer is kept in ``response_metadata``). Answers that
     call tools pass through uncorrected, so ``ChatAligner`` works as the model of ``create_agent``.
     ``bind_tools`` and ``with_structured_output`` use the inner model's own; structured output (also JSON
-    mode asked for with ``response_format``) is never corrected. Streaming streams the correction as it is generated, after the inner model has answered.
+    mode asked for with ``response_format``) is never corrected. Streaming streams the correction as it is
+    generated, after the inner model has answered.
 
     .. code-block:: python
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("langchain_aligner.server.cli", "Serve an Aligner over TGI's HTTP API (and OpenAI-compatible routes)."),
+    "serve": ("langchain_aligner.server.cli", "Serve an Aligner over TGI's HTTP API and OpenAI's routes."),
     "export": ("langchain_aligner.export_cli", "Write a model in the layout TGI and vLLM load."),
     "eval": ("langchain_aligner.evaluation.cli", "Judge original vs corrected answers; reference metrics."),
 }
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``langchain-aligner`` script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=args.log_level.upper(), format=log_format)
     return int(args._run(args) or 0)
 
 
