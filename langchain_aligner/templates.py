@@ -75,7 +75,8 @@ class AlignerTemplate(BaseModel):
         for marker in found:
             # "ASSISTANT:" -> "ASSISTANT :" keeps the text readable but no longer matches the role marker.
             escaped = marker[:-1] + " " + marker[-1] if len(marker) > 1 else marker + " "
-            text = re.sub(re.escape(marker), lambda m, e=escaped: e, text, flags=re.IGNORECASE)
+            literal = escaped.replace("\\", "\\\\")  # a replacement string: backslashes are escapes there
+            text = re.sub(re.escape(marker), literal, text, flags=re.IGNORECASE)
         return text
 
 
