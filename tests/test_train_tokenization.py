@@ -148,3 +148,56 @@ def test_encode_records_dataset(smollm2: Any) -> None:
     assert list(in_two_processes["input_ids"]) == list(dataset["input_ids"])
     empty = encode_records([], smollm2)
     assert len(empty) == 0 and empty.column_names == dataset.column_names
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(tiny_llama_dir: Path) -> Any:
+    """The tiny Llama's tokenizer with a chat template (it has none of its own)."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+@pytest.mark.parametrize("which", ["smollm2", "chat_tokenizer"])
+def test_upstream_prompt_is_the_chat_templated_question(which: str, request: pytest.FixtureRequest) -> None:
+    tokenizer = request.getfixturevalue(which)
+    encoded = encode_record(RECORD, tokenizer, task="upstream")
+    ids, labels = encoded["input_ids"], encoded["labels"]
+    messages = [{"role": "user", "content": RECORD.question}]
+    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
+    assert ids[: len(prompt_ids)] == prompt_ids
+    assert labels[: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
+    target = labels[len(prompt_ids) :]
+    assert target == ids[len(prompt_ids) :] and target[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(target[:-1]) == RECORD.correction
+    assert "Just boil it" not in tokenizer.decode(ids)  # the original answer is not used
+    assert encoded["attention_mask"] == [1] * len(ids)
+    dataset = encode_records([RECORD], tokenizer, task="upstream")
+    assert dataset[0]["input_ids"] == ids and dataset[0]["labels"] == labels
+
+
+def test_upstream_over_long_question_keeps_its_end(chat_tokenizer: Any) -> None:
+    record = RECORD.model_copy(update={"question": "q " * 300 + "THE END", "correction": "c " * 300})
+    encoded = encode_record(record, chat_tokenizer, max_length=160, task="upstream")
+    ids, labels = encoded["input_ids"], encoded["labels"]
+    assert len(ids) == 160 and ids[-1] == chat_tokenizer.eos_token_id
+    target = [t for t in labels if t != IGNORE_INDEX]
+    assert len(target) >= 160 // 4
+    prompt = chat_tokenizer.decode(ids[: len(ids) - len(target)])
+    assert prompt.startswith("<|user|>") and prompt.endswith("THE END</s><|assistant|>")
+
+
+def test_upstream_without_chat_template_is_refused(bos_tokenizer: Any) -> None:
+    assert not bos_tokenizer.chat_template
+    with pytest.raises(ValueError, match="no chat template.*chat_template"):
+        encode_record(RECORD, bos_tokenizer, task="upstream")
+    with pytest.raises(ValueError, match="no chat template"):
+        encode_records([RECORD], bos_tokenizer, task="upstream")
+    with pytest.raises(ValueError, match="task must be one of"):
+        encode_record(RECORD, bos_tokenizer, task="teacher")

@@ -27,6 +27,10 @@ T = TypeVar("T")
 
 SCHEDULERS = ("cosine", "linear", "constant")
 
+TASKS = ("aligner", "upstream")
+"""What SFT trains on Q-A-C records: the Aligner (question + answer -> correction) or the upstream model
+(chat-templated question -> correction)."""
+
 
 class ConfigError(ValueError):
     """A config file or override is malformed: unknown key, wrong type or out-of-range value."""
@@ -51,10 +55,17 @@ class LoRAConfig:
 
 @dataclass
 class SFTConfig:
-    """Supervised fine-tuning of an Aligner on question-answer-correction records.
+    """Supervised fine-tuning on question-answer-correction records: of an Aligner (``task="aligner"``) or of
+    the upstream model on the corrections (``task="upstream"``).
 
-    The defaults are the paper's; ``train/configs/sft-aligner.yaml`` spells them out.
+    The defaults are the paper's; ``train/configs/sft-aligner.yaml`` spells them out
+    (``train/configs/sft-upstream.yaml``: the upstream mode).
     """
+
+    task: str = "aligner"
+    """``"aligner"``: prompt = the Aligner template of question and answer. ``"upstream"``: prompt = the
+    tokenizer's chat template of the question alone (the answer is not used); the target is the correction
+    either way."""
 
     # Model and data
     model: str | None = None
@@ -63,7 +74,10 @@ class SFTConfig:
     data: list[dict[str, Any]] = field(default_factory=list)
     """Data sources, each a ``train.builders.DataSource`` spec, e.g. ``{kind: jsonl, path: data.jsonl}``."""
     template: str = "aligner-v1"
-    """Prompt template name (``langchain_aligner.templates.TEMPLATES``) or a custom text."""
+    """Prompt template name (``langchain_aligner.templates.TEMPLATES``) or a custom text (task=aligner)."""
+    chat_template: str | None = None
+    """A Jinja chat template that replaces the tokenizer's (``task="upstream"`` needs one; base models have
+    none); it is saved with the exported model."""
     max_length: int = 2048
     identity_warmup_share: float = 0.0
     """Share of records trained first, for one epoch, as Q-A-A (the answer copied as its own correction); the
@@ -115,6 +129,10 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         checks = {
+            f"task must be one of {', '.join(TASKS)}": self.task in TASKS,
+            "identity_warmup_share must be 0 for task=upstream (the warm-up copies the answer)": (
+                self.task != "upstream" or self.identity_warmup_share == 0.0
+            ),
             "max_length must be positive": self.max_length > 0,
             "identity_warmup_share must be in [0, 1)": 0.0 <= self.identity_warmup_share < 1.0,
             "eval_share must be in [0, 1)": 0.0 <= self.eval_share < 1.0,

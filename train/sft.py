@@ -1,8 +1,10 @@
-"""``python -m train sft --config CONFIG.yaml [--resume] [key=value ...]``: fine-tune an Aligner.
+"""``python -m train sft --config CONFIG.yaml [--resume] [key=value ...]``: fine-tune on Q-A-C records.
 
 Loads the config (file, then overrides), the model (LoRA applied if configured) and the data sources, holds
 out ``eval_share`` of the records, splits off the identity warm-up records, tokenizes everything with the
 inference template, trains (warm-up phase, then main phase) and exports to ``output_dir/model``.
+With ``task=upstream`` the same Q-A-C records fine-tune the upstream model instead: the prompt is its chat
+template of the question (``chat_template`` sets one), the target the correction (``sft-upstream.yaml``).
 The same command runs under ``deepspeed --num_gpus N --module train sft ...``.
 """
 
@@ -100,11 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     warmup, main_records, held_out = split_records(load_records(config), config)
     # No model named: the embedded SmolLM2 base, without the adapter a previous `make aligner-tiny` merged in.
     model, tokenizer = load_model_and_tokenizer(config.model or default_model_dir(adapter_dir=None))
+    if config.chat_template is not None:
+        tokenizer.chat_template = config.chat_template  # as train dpo does; saved with the export
     model.train()
     model = apply_lora(model, config)
 
     def encode(records: list[Any]) -> Any:
-        return encode_records(records, tokenizer, template=config.template, max_length=config.max_length)
+        return encode_records(
+            records, tokenizer, template=config.template, max_length=config.max_length, task=config.task
+        )
 
     dataset = encode(warmup + main_records)
     phases = [
