@@ -1,0 +1,55 @@
+"""``python -m train sft task=upstream``: a real single-process run (DeepSpeed ZeRO-2, no launcher) that
+fine-tunes the tiny Llama on corrections framed by a chat template; the loss falls, the export generates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from langchain_aligner import GenerationParams
+from langchain_aligner.backends import TransformersBackend
+from tests.test_train_deepspeed import read_log, run_sft, write_qac
+from train.config import CONFIG_DIR, SFTConfig, load_config
+
+pytestmark = pytest.mark.slow
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_upstream_sft_trains_and_exports(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_qac(tmp_path / "qac.jsonl", count=24)
+    output = tmp_path / "upstream"
+    overrides = [
+        "task=upstream",
+        f"chat_template={json.dumps(CHAT_TEMPLATE)}",
+        "identity_warmup_share=0",
+        "eval_share=0",
+        "deepspeed=ds_zero2.json",
+    ]
+    run_sft(tiny_llama_dir, data, output, *overrides, ranks=1)
+    log = read_log(output)
+    assert len(log) >= 4 and {line["phase"] for line in log} == {"main"}
+    assert log[-1]["loss"] < 0.8 * log[0]["loss"], [line["loss"] for line in log]
+    assert json.loads((output / "config.json").read_text())["task"] == "upstream"
+
+    tokenizer = AutoTokenizer.from_pretrained(output / "model")
+    assert tokenizer.chat_template == CHAT_TEMPLATE  # saved with the export, for chat servers
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Tell me about tea."}], tokenize=False, add_generation_prompt=True
+    )
+    generation = TransformersBackend(output / "model").generate(
+        str(prompt), GenerationParams(max_new_tokens=8)
+    )
+    assert generation.completion_tokens
+
+
+def test_shipped_upstream_config_reads_the_bootstrap_qac_file() -> None:
+    config = load_config(SFTConfig, CONFIG_DIR / "sft-upstream.yaml")
+    assert config.task == "upstream" and config.identity_warmup_share == 0.0
+    assert config.data == [{"kind": "jsonl", "path": "runs/bootstrap/03_data/qac.jsonl"}]
