@@ -6,20 +6,16 @@ by ``AlignerRunnable`` on the same model with the same greedy settings.
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.runnable import AlignerRunnable
+from tests.example_scripts import EXAMPLES, load_script, run_script
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MAX_NEW_TOKENS = 6
 
 
@@ -30,24 +26,12 @@ def reference() -> AlignerRunnable:
 
 
 def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py")
 
 
 def run(name: str) -> dict[str, str]:
     """Run an example; return its ``Label: value`` output lines by label (the last one of a label)."""
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), "--max-new-tokens", str(MAX_NEW_TOKENS)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    return run_script(EXAMPLES / f"{name}.py", "--max-new-tokens", str(MAX_NEW_TOKENS))
 
 
 def correction(reference: AlignerRunnable, question: str, answer: str) -> str:

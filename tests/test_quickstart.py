@@ -7,20 +7,19 @@ Nothing is compared with a hard-coded model output.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.runnable import AlignerRunnable
+from tests.example_scripts import EXAMPLES, load_script, run_script
 from tests.fake_servers import FakeServer
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
+QUICKSTART = EXAMPLES / "quickstart.py"
 MAX_NEW_TOKENS = 6
 QUESTION = "Is it fine to skip the seatbelt on short trips?"
 
@@ -28,24 +27,12 @@ QUESTION = "Is it fine to skip the seatbelt on short trips?"
 @pytest.fixture(scope="module")
 def quickstart() -> ModuleType:
     """The quickstart script, imported as a module (for its constants and ``word_diff``)."""
-    spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(QUICKSTART)
 
 
 def run_quickstart(*args: str) -> dict[str, str]:
     """Run the quickstart; return its ``Label: value`` output lines by label."""
-    done = subprocess.run(
-        [sys.executable, str(QUICKSTART), "--max-new-tokens", str(MAX_NEW_TOKENS), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    return run_script(QUICKSTART, "--max-new-tokens", str(MAX_NEW_TOKENS), *args)
 
 
 def sides_of(diff: str) -> tuple[str, str]:
