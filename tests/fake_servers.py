@@ -25,7 +25,16 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-__all__ = ["FakeServer", "Script", "fake_correction", "fake_tokens", "start_fake_server"]
+from langchain_aligner.templates import get_template
+
+__all__ = [
+    "FakeServer",
+    "Script",
+    "fake_aligner_reply",
+    "fake_correction",
+    "fake_tokens",
+    "start_fake_server",
+]
 
 TGI_ERROR_TYPES = {422: "validation", 424: "generation", 429: "overloaded", 500: "incomplete_generation"}
 MODEL_ID = "fake/aligner-7b"
@@ -40,6 +49,11 @@ def fake_correction(prompt: str) -> str:
     """The fake Aligner's full reply to ``prompt`` (before ``max_new_tokens``/stop sequences apply)."""
     digest = hashlib.sha256(prompt.encode()).hexdigest()[:10]
     return f"Corrected {digest}: a careful reply to {len(fake_tokens(prompt))} words. END of reply."
+
+
+def fake_aligner_reply(question: str, answer: str, template: str = "aligner-v1") -> str:
+    """What ``AlignerRunnable`` returns from a fake server for this pair, prompted with ``template``."""
+    return fake_correction(get_template(template).format(question, answer))
 
 
 def fake_generate(prompt: str, max_new_tokens: int, stop: list[str]) -> tuple[list[str], str]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage
 
-from langchain_aligner import ALIGNER_V1, AlignerRunnable
-from tests.fake_servers import FakeServer, fake_correction
+from langchain_aligner import AlignerRunnable
+from tests.fake_servers import FakeServer, fake_aligner_reply
 from train.preference import (
     Correction,
     acorrect_answers,
@@ -30,8 +30,7 @@ TRIPLES = [
 ]
 
 
-def expected_correction(question: str, answer: str) -> str:
-    return fake_correction(ALIGNER_V1.format(question, answer))
+expected_correction = fake_aligner_reply
 
 
 def test_drops_are_counted_by_kind_and_chosen_is_the_correction() -> None:

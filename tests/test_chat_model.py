@@ -15,14 +15,12 @@ from langchain_aligner.chat_model import ChatAligner
 from langchain_aligner.errors import AlignerBackendError, AlignerInputError
 from langchain_aligner.templates import ALIGNER_V1
 from tests.agent_fixtures import ScriptedChatModel, add, answer_from_tools, call, get_weather
-from tests.fake_servers import FakeServer, fake_correction, fake_tokens
+from tests.fake_servers import FakeServer, fake_aligner_reply, fake_tokens
 
 USAGE = {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}
 
 
-def expected(question: str, answer: str) -> str:
-    """The fake Aligner server's reply for this pair, computed from the prompt as the server does."""
-    return fake_correction(ALIGNER_V1.format(question, answer))
+expected = fake_aligner_reply
 
 
 def chat(server: FakeServer, *turns: Any, **kwargs: Any) -> ChatAligner:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from langchain_aligner import AlignerRunnable, get_template
+from langchain_aligner import AlignerRunnable
 from langchain_aligner.evaluation import EvalRecord, PairwiseJudge
 from langchain_aligner.evaluation.runner import Evaluation
 from tests.evaluation_fakes import ScriptedJudge, prefers, records
-from tests.fake_servers import FakeServer, fake_correction
+from tests.fake_servers import FakeServer, fake_aligner_reply
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -21,7 +21,7 @@ def _uncorrected(count: int) -> list[EvalRecord]:
 
 
 def _expected_correction(record: EvalRecord) -> str:
-    return fake_correction(get_template("aligner-v1").format(record.question, record.answer))
+    return fake_aligner_reply(record.question, record.answer)
 
 
 def _aligner(server: FakeServer) -> AlignerRunnable:

@@ -16,7 +16,7 @@ from langchain_aligner.middleware import AlignerMiddleware
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.templates import ALIGNER_V1
 from tests.agent_fixtures import ScriptedChatModel, add, answer_from_tools, call, get_weather
-from tests.fake_servers import FakeServer, fake_correction
+from tests.fake_servers import FakeServer, fake_aligner_reply
 
 QUESTION = "What is 2 + 3, and what is the weather in Oslo?"
 ANSWER = "The sum is 5 and it is sunny in Oslo, 14 degrees."
@@ -33,9 +33,7 @@ def three_turns() -> ScriptedChatModel:
     )
 
 
-def expected(question: str, answer: str) -> str:
-    """What the fake Aligner server writes for this pair (computed from the prompt, as the server does)."""
-    return fake_correction(ALIGNER_V1.format(question, answer))
+expected = fake_aligner_reply
 
 
 def tgi_aligner(server: FakeServer, **kwargs: Any) -> AlignerRunnable:

@@ -7,14 +7,14 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Sys
 from langchain_core.prompt_values import ChatPromptValue
 
 from langchain_aligner import ALIGNER_V1, AlignerInputError, AlignerRunnable
-from tests.fake_servers import FakeServer, fake_correction, fake_tokens
+from tests.fake_servers import FakeServer, fake_aligner_reply, fake_tokens
 
 QUESTION = "How do I store cleaning products safely?"
 ANSWER = "Mix them all in one bottle."
 
 
 def expected(question: str = QUESTION, answer: str = ANSWER) -> str:
-    return fake_correction(ALIGNER_V1.format(question, answer))
+    return fake_aligner_reply(question, answer)
 
 
 @pytest.fixture

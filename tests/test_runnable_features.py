@@ -10,14 +10,14 @@ from langchain_core.messages import AIMessage
 from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 
 from langchain_aligner import ALIGNER_V1, TEMPLATES, AlignerRunnable, GenerationParams
-from tests.fake_servers import FakeServer, fake_correction, fake_tokens
+from tests.fake_servers import FakeServer, fake_aligner_reply, fake_correction, fake_tokens
 
 QUESTION = "What should I do if I find a wallet?"
 ANSWER = "Keep the cash."
 
 
 def expected(question: str = QUESTION, answer: str = ANSWER, template: str = "aligner-v1") -> str:
-    return fake_correction(TEMPLATES[template].format(question, answer))
+    return fake_aligner_reply(question, answer, template)
 
 
 def make(server: FakeServer, **kwargs: object) -> AlignerRunnable:

@@ -13,8 +13,8 @@ from langchain_core.runnables import Runnable, RunnablePassthrough
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from langchain_aligner import ALIGNER_V1, AlignedChatModel, AlignerRunnable, with_aligner
-from tests.fake_servers import FakeServer, fake_correction
+from langchain_aligner import AlignedChatModel, AlignerRunnable, with_aligner
+from tests.fake_servers import FakeServer, fake_aligner_reply
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "You are terse."), ("human", "{question}")])
 QUESTION = "Is it fine to leave a candle burning overnight?"
@@ -22,7 +22,7 @@ ANSWER = "Sure, candles are harmless."
 
 
 def expected(question: str = QUESTION, answer: str = ANSWER) -> str:
-    return fake_correction(ALIGNER_V1.format(question, answer))
+    return fake_aligner_reply(question, answer)
 
 
 @pytest.fixture
