@@ -71,7 +71,8 @@ def launcher_command(
     else:
         port = str(29500 + os.getpid() % 1000)
         launcher = [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={ranks}"]
-        command = [*launcher, f"--master_port={port}", "--no_local_rank", "--module", "train", *args]
+        # As users type it: the launcher puts --local_rank=N before `sft`; `python -m train` hands it on.
+        command = [*launcher, f"--master_port={port}", "--module", "train", *args]
     return command, {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
