@@ -18,7 +18,15 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-__all__ = ["ConfigError", "LoRAConfig", "SFTConfig", "load_config", "config_to_dict", "CONFIG_DIR"]
+__all__ = [
+    "ConfigError",
+    "LoRAConfig",
+    "SFTConfig",
+    "load_config",
+    "config_to_dict",
+    "resolve_deepspeed_config",
+    "CONFIG_DIR",
+]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 """The shipped configs: ``sft-aligner.yaml`` (paper defaults), ``sft-tiny.yaml``, DeepSpeed JSON files."""
@@ -51,6 +59,18 @@ class LoRAConfig:
         _check(self.r > 0, "lora.r must be positive")
         _check(0.0 <= self.dropout < 1.0, "lora.dropout must be in [0, 1)")
         _check(bool(self.target_modules), "lora.target_modules must not be empty")
+
+    def to_peft(self) -> Any:
+        """These settings as a ``peft.LoraConfig`` for a causal LM."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            task_type="CAUSAL_LM",
+        )
 
 
 @dataclass
@@ -156,14 +176,17 @@ class SFTConfig:
 
     def deepspeed_path(self) -> Path | None:
         """The DeepSpeed config file: ``deepspeed`` as a path, else as a name in ``train/configs/``."""
-        if self.deepspeed is None:
-            return None
-        path = Path(self.deepspeed)
-        if not path.is_file() and (CONFIG_DIR / path).is_file():
-            path = CONFIG_DIR / path
-        if not path.is_file():
-            raise ConfigError(f"deepspeed config not found: {self.deepspeed}")
-        return path
+        return resolve_deepspeed_config(self.deepspeed)
+
+
+def resolve_deepspeed_config(name: str | None) -> Path | None:
+    """A DeepSpeed config given as a path, else as a file name in ``train/configs/``; ``None`` for none."""
+    if name is None:
+        return None
+    for path in (Path(name), CONFIG_DIR / name):
+        if path.is_file():
+            return path
+    raise ConfigError(f"deepspeed config not found: {name}")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:

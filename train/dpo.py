@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_aligner.models import export_model, load_model_and_tokenizer
-from train.config import CONFIG_DIR, ConfigError, LoRAConfig, load_config
+from train.config import ConfigError, LoRAConfig, load_config, resolve_deepspeed_config
 from train.preference import read_jsonl
 
 if TYPE_CHECKING:
@@ -109,12 +109,7 @@ class DPOConfig:
 
     def deepspeed_file(self) -> Path | None:
         """The DeepSpeed config: ``deepspeed`` as a path, else as a file name in ``train/configs/``."""
-        if self.deepspeed is None:
-            return None
-        for path in (Path(self.deepspeed), CONFIG_DIR / self.deepspeed):
-            if path.is_file():
-                return path
-        raise ConfigError(f"deepspeed config not found: {self.deepspeed}")
+        return resolve_deepspeed_config(self.deepspeed)
 
 
 @dataclass
@@ -169,7 +164,7 @@ def train_dpo(config: DPOConfig) -> DPOResult:
         args=_trl_config(config),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=_peft_config(config.lora),
+        peft_config=config.lora.to_peft() if config.lora is not None else None,
     )
     trainer.train()
     trainer.save_state()
@@ -259,20 +254,6 @@ def _configure_cpu_deepspeed(deepspeed: Path | None) -> bool:
     finally:
         del os.environ["ACCELERATE_USE_DEEPSPEED"]
     return True
-
-
-def _peft_config(lora: LoRAConfig | None) -> Any:
-    if lora is None:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
 
 
 def _trained_model(config: DPOConfig, final_dir: Path) -> PreTrainedModel:

@@ -74,16 +74,9 @@ def apply_lora(model: Any, config: SFTConfig) -> Any:
     """Wrap ``model`` with a LoRA adapter (``peft``) when ``config.lora`` is set; otherwise return it."""
     if config.lora is None:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    lora = LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=list(config.lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+    return get_peft_model(model, config.lora.to_peft())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
