@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from langchain_aligner.chat_model import ChatAligner
-from langchain_aligner.errors import AlignerBackendError, AlignerError, AlignerInputError, AlignerTimeoutError
+from langchain_aligner.errors import (
+    AlignerBackendError,
+    AlignerCorrectionError,
+    AlignerError,
+    AlignerInputError,
+    AlignerTimeoutError,
+)
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.templates import ALIGNER_V1, TEMPLATES, AlignerTemplate, get_template
@@ -19,6 +25,7 @@ __all__ = [
     "ALIGNER_V1",
     "TEMPLATES",
     "AlignerBackendError",
+    "AlignerCorrectionError",
     "AlignerError",
     "AlignerInputError",
     "AlignerMiddleware",

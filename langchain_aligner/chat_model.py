@@ -40,7 +40,9 @@ class ChatAligner(BaseChatModel):
     call tools pass through uncorrected, so ``ChatAligner`` works as the model of ``create_agent``.
     ``bind_tools`` and ``with_structured_output`` use the inner model's own; structured output (also JSON
     mode asked for with ``response_format``) is never corrected. Streaming streams the correction as it is
-    generated, after the inner model has answered.
+    generated, after the inner model has answered. When the Aligner fails, or writes an empty or degenerate
+    correction, the aligner's ``on_error`` decides: the inner model's answer is returned (the reason in
+    ``aligner_error``) or the error is raised.
 
     .. code-block:: python
 

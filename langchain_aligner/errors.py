@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["AlignerError", "AlignerBackendError", "AlignerInputError", "AlignerTimeoutError"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from langchain_aligner.quality import CorrectionProblem
+
+__all__ = [
+    "AlignerError",
+    "AlignerBackendError",
+    "AlignerCorrectionError",
+    "AlignerInputError",
+    "AlignerTimeoutError",
+]
 
 
 class AlignerError(Exception):
@@ -40,3 +51,18 @@ class AlignerTimeoutError(AlignerBackendError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=True)
+
+
+class AlignerCorrectionError(AlignerBackendError):
+    """The Aligner answered, but its correction cannot replace the answer: it is empty or degenerate.
+
+    ``problem`` is :func:`langchain_aligner.quality.correction_problem`'s verdict (``"empty"`` or
+    ``"degenerate"``); ``text`` is the rejected correction. Never retried: the same prompt would give the same
+    text under greedy decoding.
+    """
+
+    def __init__(self, problem: CorrectionProblem, text: str) -> None:
+        what = "empty" if problem == "empty" else "degenerate (a repeated phrase or a loop)"
+        super().__init__(f"the Aligner's correction is {what}")
+        self.problem: CorrectionProblem = problem
+        self.text = text

@@ -49,7 +49,8 @@ class AlignerMiddleware(AgentMiddleware):
         correct: ``"final"`` (default) corrects answers only; ``"all"`` corrects the text of every AI
             message, including the text that accompanies tool calls (the tool calls stay as they are).
         on_error: ``"return_original"`` keeps the uncorrected message when the Aligner fails (marked in
-            its metadata), ``"raise"`` fails the agent run; ``None`` keeps the aligner's own setting.
+            its metadata), ``"raise"`` fails the agent run; ``None`` keeps the aligner's own setting. An
+            empty or degenerate correction is a failure too (see ``AlignerRunnable.reject_degenerate``).
     """
 
     def __init__(

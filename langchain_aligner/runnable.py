@@ -27,9 +27,10 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
 from langchain_aligner.backends import AlignerBackend, Generation, GenerationDelta, make_backend
 from langchain_aligner.cache import LRUCache
 from langchain_aligner.chunks import as_last_chunk
-from langchain_aligner.errors import AlignerBackendError, AlignerInputError
+from langchain_aligner.errors import AlignerBackendError, AlignerCorrectionError, AlignerInputError
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.inputs import AlignerInput, parse_input
+from langchain_aligner.quality import correction_problem
 from langchain_aligner.retry import acall_with_retries, call_with_retries
 from langchain_aligner.templates import AlignerTemplate, get_template
 from langchain_aligner.truncation import FittedPair, fit_pair, fits_without_counting
@@ -70,8 +71,9 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     ``response_metadata`` holds ``aligner_corrected`` (bool), ``aligner_original_answer``,
     ``aligner_backend``, ``aligner_model``, ``aligner_latency_ms``, ``aligner_attempts``,
     ``aligner_truncated``, ``aligner_cached``, ``token_usage``, ``finish_reason``, ``model_name``, and
-    ``aligner_error`` or ``aligner_skipped`` when the answer was returned uncorrected; ``usage_metadata``
-    holds the Aligner's own token counts. AI messages that call tools are returned unchanged.
+    ``aligner_error`` (with ``aligner_rejected`` for an unusable correction) or ``aligner_skipped`` when the
+    answer was returned uncorrected; ``usage_metadata`` holds the Aligner's own token counts. AI messages
+    that call tools are returned unchanged.
 
     Failures: backend errors (HTTP status, timeout, connection) are retried ``max_retries`` times with
     exponential backoff when retryable (429, 5xx, connection, timeout; never 422). Then ``on_error``
@@ -79,11 +81,22 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     its metadata; ``"raise"`` raises :class:`AlignerBackendError`. Bad input always raises
     :class:`AlignerInputError`.
 
+    Unusable corrections: an empty (or whitespace-only) correction is a failed correction, and so is a
+    degenerate one ("1. 1. 1. ...", see :func:`langchain_aligner.quality.correction_problem`) unless
+    ``reject_degenerate=False``. ``on_error`` applies as to a backend failure, with
+    :class:`AlignerCorrectionError` (an :class:`AlignerBackendError`): the upstream answer comes back with
+    ``aligner_error`` and ``aligner_rejected`` (``"empty"`` or ``"degenerate"``) in its metadata, or the error
+    is raised. Rejected corrections are not retried and not cached.
+
     Streaming yields ``AIMessageChunk`` pieces of the correction as the Aligner writes them; the last chunk
     carries the metadata. If the backend fails after pieces were emitted, ``"return_original"`` ends the
     stream with a metadata-only chunk (``aligner_corrected=False``, ``aligner_incomplete=True``,
     ``aligner_error``; the original answer is in ``aligner_original_answer``); before any piece, the original
-    answer is emitted as the single chunk.
+    answer is emitted as the single chunk. A rejected correction follows the same rule, judged when the
+    stream ends: an empty one has emitted nothing, so the original answer is the single chunk; a degenerate
+    one has been streamed already (pieces cannot be taken back), so the stream ends with a metadata-only
+    chunk (``aligner_corrected=False``, ``aligner_rejected``, ``aligner_error``; the answer to show instead is
+    ``aligner_original_answer``), or raises with ``on_error="raise"``. ``invoke`` never returns one.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -105,6 +118,10 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     )
     generation: GenerationParams = Field(default_factory=GenerationParams)
     on_error: Literal["return_original", "raise"] = "return_original"
+    reject_degenerate: bool = Field(
+        default=True,
+        description="A degenerate correction ('1. 1. 1. ...') is a failed one; an empty one always is.",
+    )
     on_injection: Literal["escape", "raise", "ignore"] = "escape"
     max_retries: int = Field(default=2, ge=0, description="Retries of retryable backend errors.")
     backoff: float = Field(default=0.5, ge=0, description="First retry delay in seconds, then doubled.")
@@ -232,10 +249,11 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
                 lambda: self._generate(fitted.prompt, params, run_manager),
                 **self._retry_settings(),
             )
+            result = self._corrected(item, generation, start, attempts=attempts, truncated=fitted.truncated)
         except AlignerBackendError as error:
             return self._fail(item, error, start)
         self._cache.put(self._cache_key(item, params), generation)
-        return self._corrected(item, generation, start, attempts=attempts, truncated=fitted.truncated)
+        return result
 
     async def _acorrect(
         self,
@@ -255,10 +273,11 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
                 lambda: self._agenerate(fitted.prompt, params, run_manager),
                 **self._retry_settings(),
             )
+            result = self._corrected(item, generation, start, attempts=attempts, truncated=fitted.truncated)
         except AlignerBackendError as error:
             return self._fail(item, error, start)
         self._cache.put(self._cache_key(item, params), generation)
-        return self._corrected(item, generation, start, attempts=attempts, truncated=fitted.truncated)
+        return result
 
     def _generate(
         self, prompt: str, params: GenerationParams, run_manager: CallbackManagerForChainRun
@@ -363,10 +382,14 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             return
         generation = generation or Generation(text="")
         llm_run.on_llm_end(_llm_result(generation))
+        try:
+            final = self._corrected(
+                item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
+            )
+        except AlignerCorrectionError as error:
+            yield self._stream_failure(item, error, start, emitted, message_id)
+            return
         self._cache.put(self._cache_key(item, params), generation)
-        final = self._corrected(
-            item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
-        )
         yield as_last_chunk(final, content="")
 
     async def _astream(
@@ -407,10 +430,14 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             return
         generation = generation or Generation(text="")
         await llm_run.on_llm_end(_llm_result(generation))
+        try:
+            final = self._corrected(
+                item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
+            )
+        except AlignerCorrectionError as error:
+            yield self._stream_failure(item, error, start, emitted, message_id)
+            return
         self._cache.put(self._cache_key(item, params), generation)
-        final = self._corrected(
-            item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
-        )
         yield as_last_chunk(final, content="")
 
     # -- shared steps ------------------------------------------------------------------------------------
@@ -439,11 +466,13 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         if self.skip_if is not None and self.skip_if(item.question, item.answer):
             return self._original(item, {"aligner_skipped": "skip_if"})
         cached = self._cache.get(self._cache_key(item, params))
-        if cached is not None:
-            return self._corrected(
-                item, cached, time.perf_counter(), attempts=0, truncated=False, cached=True
-            )
-        return None
+        if cached is None:
+            return None
+        start = time.perf_counter()
+        try:  # a copy of this runnable (model_copy) shares the cache, maybe not reject_degenerate
+            return self._corrected(item, cached, start, attempts=0, truncated=False, cached=True)
+        except AlignerCorrectionError as error:
+            return self._fail(item, error, start)
 
     def _cache_key(self, item: AlignerInput, params: GenerationParams) -> _CacheKey:
         return (self._template.template, item.question, item.answer, params)
@@ -486,6 +515,15 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         cached: bool = False,
         message_id: str | None = None,
     ) -> AIMessage:
+        """The answer replaced by ``generation``'s text: the one place a correction is accepted.
+
+        Raises:
+            AlignerCorrectionError: The text is empty, or degenerate with ``reject_degenerate``; every caller
+                hands it to :meth:`_fail` or :meth:`_stream_failure`, so ``on_error`` decides.
+        """
+        problem = correction_problem(generation.text)
+        if problem is not None and (problem == "empty" or self.reject_degenerate):
+            raise AlignerCorrectionError(problem, generation.text)
         usage = _usage(generation)
         metadata = self._metadata(
             item,
@@ -519,7 +557,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         if self.on_error == "raise":
             raise error
         logger.warning("Aligner call failed, returning the original answer: %s", error)
-        return self._original(item, {"aligner_error": _describe(error)}, start)
+        return self._original(item, _failure(error), start)
 
     def _stream_failure(
         self,
@@ -536,9 +574,9 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         )
         if not emitted:
             return as_last_chunk(self._fail(item, error, start))
-        metadata = self._metadata(
-            item, start, aligner_corrected=False, aligner_incomplete=True, aligner_error=_describe(error)
-        )
+        # A rejected correction was streamed whole; any other failure cut the stream short.
+        ending = {} if isinstance(error, AlignerCorrectionError) else {"aligner_incomplete": True}
+        metadata = self._metadata(item, start, aligner_corrected=False, **ending, **_failure(error))
         return AIMessageChunk(content="", id=message_id, response_metadata=metadata, chunk_position="last")
 
     def _message_id(
@@ -580,6 +618,13 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def _failure(error: AlignerBackendError) -> dict[str, Any]:
+    """The metadata that says why the answer came back uncorrected."""
+    if isinstance(error, AlignerCorrectionError):
+        return {"aligner_error": _describe(error), "aligner_rejected": error.problem}
+    return {"aligner_error": _describe(error)}
 
 
 def _usage(generation: Generation) -> UsageMetadata | None:

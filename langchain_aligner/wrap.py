@@ -33,8 +33,10 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
     Takes what the chat model takes (a ``str``, messages, a ``PromptValue``) and returns an ``AIMessage``,
     so it replaces the model anywhere in a chain: ``prompt | aligner.wrap(llm) | StrOutputParser()``.
     AI messages that call tools pass through unchanged. Streaming streams the correction (the model's
-    answer is needed whole before the Aligner can start). Methods the wrapper lacks are forwarded to the
-    model, and results that are chat models again (``bind_tools(...)``) come back wrapped.
+    answer is needed whole before the Aligner can start). A failed, empty or degenerate correction follows
+    the aligner's ``on_error``: the model's answer comes back, or the error is raised. Methods the wrapper
+    lacks are forwarded to the model, and results that are chat models again (``bind_tools(...)``) come back
+    wrapped.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -5,7 +5,8 @@ the expected output from the prompt they expect to be sent. Tokens are whitespac
 :func:`fake_tokens`); TGI's BOS counts as one more input token, as on a real TGI.
 
 Scripting (see :class:`Script`): fail the next N requests with a status, delay answers, send an error
-event after N streamed tokens, set the input limit reported by ``/info``.
+event after N streamed tokens, set the input limit reported by ``/info``, make the model write a given text
+(an empty or degenerate correction).
 """
 
 from __future__ import annotations
@@ -56,14 +57,18 @@ def fake_aligner_reply(question: str, answer: str, template: str = "aligner-v1")
     return fake_correction(get_template(template).format(question, answer))
 
 
-def fake_generate(prompt: str, max_new_tokens: int, stop: list[str]) -> tuple[list[str], str]:
+def fake_generate(
+    prompt: str, max_new_tokens: int, stop: list[str], reply: str | None = None
+) -> tuple[list[str], str]:
     """Tokens generated for ``prompt`` and TGI's finish reason; a stop sequence is kept, as TGI does.
 
     The first token has a leading space, as a real Aligner's after ``ASSISTANT:``; ``AlignerRunnable`` drops
-    it, so what users see is exactly :func:`fake_correction`.
+    it, so what users see is exactly :func:`fake_correction`. ``reply`` replaces that text verbatim (white
+    space alone is one token; ``""`` is no token at all).
     """
     tokens, text = [], ""
-    for token in fake_tokens(" " + fake_correction(prompt)):
+    pieces = fake_tokens(" " + fake_correction(prompt)) if reply is None else re.findall(r"\s*\S+|\s+", reply)
+    for token in pieces:
         if len(tokens) == max_new_tokens:
             return tokens, "length"
         tokens.append(token)
@@ -85,6 +90,8 @@ class Script:
     stream_error_after: int | None = None
     #: ``max_input_tokens`` reported by ``/info`` and enforced with a 422.
     max_input_tokens: int = 4096
+    #: What the model writes instead of :func:`fake_correction`'s reply, e.g. ``""`` or ``"1. 1. 1. 1."``.
+    reply: str | None = None
     #: Request bodies received on generation routes, in order.
     requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -118,6 +125,7 @@ class FakeServer:
         self.script.fail.clear()
         self.script.requests.clear()
         self.script.delay, self.script.stream_error_after, self.script.max_input_tokens = 0.0, None, 4096
+        self.script.reply = None
         return self.script
 
 
@@ -202,7 +210,7 @@ def _tgi_app(script: Script) -> FastAPI:
             return _tgi_error(422, invalid)
         params = body.get("parameters") or {}
         tokens, finish = fake_generate(
-            body["inputs"], params.get("max_new_tokens") or 100, params.get("stop") or []
+            body["inputs"], params.get("max_new_tokens") or 100, params.get("stop") or [], script.reply
         )
         return body, tokens, finish
 
@@ -230,9 +238,12 @@ def _tgi_app(script: Script) -> FastAPI:
         if isinstance(accepted, JSONResponse):
             return accepted
         body, tokens, finish = accepted
+        # A scripted reply ends on the EOS token, as on a real TGI (a special token, not in the text), so
+        # that even an empty reply streams one event.
+        eos = script.reply is not None and finish == "eos_token"
 
         async def events() -> AsyncIterator[str]:
-            for i, text in enumerate(tokens):
+            for i, text in enumerate([*tokens, "</s>"] if eos else tokens):
                 if script.stream_error_after is not None and i == script.stream_error_after:
                     error = {
                         "error": "Request failed during generation: scripted",
@@ -240,10 +251,10 @@ def _tgi_app(script: Script) -> FastAPI:
                     }
                     yield f"data:{json.dumps(error)}\n\n"
                     return
-                last = i == len(tokens) - 1
+                last = i == len(tokens) - (0 if eos else 1)
                 event = {
                     "index": i,
-                    "token": _token(i, text),
+                    "token": {**_token(i, text), "special": eos and last},
                     "top_tokens": [],
                     "generated_text": "".join(tokens) if last else None,
                     "details": {
@@ -298,7 +309,7 @@ def _openai_app(script: Script) -> FastAPI:
             )
         stops = body.get("stop") or []
         stops = [stops] if isinstance(stops, str) else stops
-        tokens, finish = fake_generate(body["prompt"], body.get("max_tokens") or 16, stops)
+        tokens, finish = fake_generate(body["prompt"], body.get("max_tokens") or 16, stops, script.reply)
         text = "".join(tokens)
         cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
         finish = "length" if finish == "length" else "stop"
@@ -319,14 +330,14 @@ def _openai_app(script: Script) -> FastAPI:
 
         async def events() -> AsyncIterator[str]:
             sent = 0
-            for i, token in enumerate(tokens):
+            for i, token in enumerate(tokens or [""]):  # an empty reply still sends its finish reason
                 if script.stream_error_after is not None and i == script.stream_error_after:
                     error = {"error": {"message": "scripted failure", "type": "scripted", "code": 500}}
                     yield f"data: {json.dumps(error)}\n\n"
                     return
                 piece = token[: max(cut - sent, 0)]
                 sent += len(token)
-                last = i == len(tokens) - 1
+                last = i >= len(tokens) - 1
                 choice = {
                     "index": 0,
                     "text": piece,
