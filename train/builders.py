@@ -10,6 +10,8 @@ that make no correction (identical responses, diverging dialogues), which are dr
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -18,16 +20,19 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from train.records import RecordError, Records, parse_rows, read_records, read_rows
+from train.records import QACRecord, RecordError, Records, parse_rows, read_records, read_rows
 
 __all__ = [
     "ALPACA_EVAL_FIELDS",
     "DataSource",
     "build_dataset",
     "from_alpaca_eval",
+    "from_alpaca_eval_annotations",
     "from_hh_rlhf",
     "from_hub",
+    "from_jailbreakbench",
     "from_json_records",
+    "from_pandalm",
     "from_pku_saferlhf",
 ]
 
@@ -36,6 +41,19 @@ logger = logging.getLogger(__name__)
 OnError = Literal["raise", "skip"]
 Rows = Iterable[Mapping[str, Any]]
 BuilderName = Literal["qac", "hh_rlhf", "pku_saferlhf", "alpaca_eval"]
+SourceKind = Literal[
+    "jsonl",
+    "json",
+    "parquet",
+    "hh_rlhf",
+    "pku_saferlhf",
+    "alpaca_eval",
+    "alpaca_eval_annotations",
+    "pandalm",
+    "jailbreakbench",
+    "hub",
+    "mix",
+]
 
 ALPACA_EVAL_FIELDS = {"question": "instruction", "answer": "original_output", "correction": "output"}
 """AlpacaEval outputs corrected by an Aligner: the instruction, the upstream output, the corrected one."""
@@ -84,6 +102,88 @@ def from_pku_saferlhf(
     return _convert(source, lambda row: _pku_saferlhf_row(row, prefer), on_error)
 
 
+def from_pandalm(source: str | Path | Rows, *, on_error: OnError = "skip") -> Records:
+    """Records from PandaLM test rows: ``instruction``, ``input``, ``response1``, ``response2``,
+    ``annotator1..3`` (1 or 2 = that response is better, 0 = tie).
+
+    The question is the instruction, followed by the input (if any) after a blank line. The response that at
+    least two annotators prefer is the correction, the other the answer; rows without such a majority or with
+    identical responses are skipped.
+    """
+    return _convert(source, _pandalm_row, on_error)
+
+
+def from_alpaca_eval_annotations(source: str | Path | Rows, *, on_error: OnError = "skip") -> Records:
+    """Records from AlpacaEval pairwise annotations: ``instruction``, ``output_1``, ``output_2``, ``preference``.
+
+    ``preference`` runs from 1 (``output_1`` better) to 2 (``output_2`` better). In AlpacaEval's annotation
+    files ``output_1`` is the reference model's (``gpt4_1106_preview``) and ``output_2`` the named model's, so a
+    weak model's file gives weak -> strong corrections: ``output_2`` is the answer and ``output_1`` the
+    correction, kept only where the annotator prefers ``output_1`` (``preference < 1.5``).
+    """
+    return _convert(source, _alpaca_eval_annotation_row, on_error)
+
+
+def from_jailbreakbench(
+    source: str | Path | Rows,
+    *,
+    is_refusal: Callable[[str], bool] | None = None,
+    on_error: OnError = "skip",
+) -> Records:
+    """Safety records from JailbreakBench attack artifacts: a directory of ``*.json`` files, one file, or rows.
+
+    Each artifact row has a ``goal`` (the harmful request in plain words), the target model's ``response`` and
+    ``jailbroken``. A jailbroken response is the answer, the question its plain ``goal`` (not the adversarial
+    prompt), and the correction a response to the same goal that was *not* jailbroken and that ``is_refusal``
+    accepts (default: any non-jailbroken response); the refusals of a goal are used in turn. A jailbroken text
+    is never a correction. Rows that are not jailbroken (they are the corrections), have no response, or whose
+    goal has no refusal are skipped and counted.
+    """
+    rows = list(_jailbreakbench_rows(source))
+    refusals: dict[str, list[str]] = {}
+    for _, _, row in rows:
+        response = row.get("response")
+        if not row.get("jailbroken") and isinstance(response, str) and response.strip():
+            if is_refusal is None or is_refusal(response):
+                refusals.setdefault(str(row.get("goal")), []).append(response)
+    used: Counter[str] = Counter()
+
+    def convert(row: Mapping[str, Any]) -> dict[str, str]:
+        if row.get("response") is None:
+            raise ValueError("no response")
+        goal, response = _strings(row, "goal", "response")
+        if not row.get("jailbroken"):
+            raise ValueError("not jailbroken: a refusal, not an answer to correct")
+        choices = refusals.get(goal)
+        if not choices:
+            raise ValueError("no refusal for this goal")
+        correction = choices[used[goal] % len(choices)]
+        used[goal] += 1
+        return {"question": goal, "answer": response, "correction": correction}
+
+    name = str(source) if isinstance(source, (str, Path)) else "<rows>"
+    records = Records()
+    for file, group in _group_by_file(rows):
+        loaded = _convert([row for _, row in group], convert, on_error, name=file)
+        records.extend(loaded)
+        records.skipped.extend(loaded.skipped)
+    logger.info("%s: %d jailbreak corrections, %d skipped", name, len(records), len(records.skipped))
+    return records
+
+
+def jailbreakbench_refusals(source: str | Path | Rows, *, is_refusal: Callable[[str], bool]) -> Records:
+    """Identity records (question = goal, answer = correction = the refusal) from JailbreakBench's responses
+    that were not jailbroken and that ``is_refusal`` accepts: a refusal to a harmful request is kept as is."""
+    records = Records()
+    for _, _, row in _jailbreakbench_rows(source):
+        response, goal = row.get("response"), row.get("goal")
+        if row.get("jailbroken") or not isinstance(response, str) or not isinstance(goal, str):
+            continue
+        if response.strip() and is_refusal(response):
+            records.append(QACRecord(question=goal, answer=response, correction=response))
+    return records
+
+
 def from_hub(
     name: str,
     split: str = "train",
@@ -128,14 +228,17 @@ class DataSource(BaseModel):
     """One data source of a training config, e.g. ``{"kind": "hh_rlhf", "path": "harmless.jsonl.gz"}``.
 
     ``kind`` is a local file format (``jsonl``, ``json``, ``parquet``: Q-A-C rows, renamed by ``fields``), a
-    preference format read from ``path`` (``hh_rlhf``, ``pku_saferlhf``, ``alpaca_eval``), or ``hub``: the
-    dataset ``name`` and ``split`` loaded with :func:`datasets.load_dataset`, rows in the ``builder`` format.
+    preference format read from ``path`` (``hh_rlhf``, ``pku_saferlhf``, ``alpaca_eval``,
+    ``alpaca_eval_annotations``, ``pandalm``, ``jailbreakbench``: a file or a directory of artifacts), ``hub``:
+    the dataset ``name`` and ``split`` loaded with :func:`datasets.load_dataset`, rows in the ``builder``
+    format, or ``mix``: the named mix ``name`` of :mod:`train.mixes` built from the data directory ``path``,
+    its ``split`` ``train`` or ``held_out``.
     ``limit`` keeps the first records only.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["jsonl", "json", "parquet", "hh_rlhf", "pku_saferlhf", "alpaca_eval", "hub"]
+    kind: SourceKind
     path: str | None = None
     name: str | None = None
     split: str = "train"
@@ -147,7 +250,13 @@ class DataSource(BaseModel):
 
     @model_validator(mode="after")
     def _check_location(self) -> DataSource:
-        if self.kind == "hub":
+        if self.kind == "mix":
+            if not self.name or not self.path or self.split not in ("train", "held_out"):
+                raise ValueError(
+                    "a mix source needs the mix 'name', the data directory as 'path' and a 'split' "
+                    "('train' or 'held_out')"
+                )
+        elif self.kind == "hub":
             if not self.name or self.path:
                 raise ValueError("a hub source needs a dataset 'name' and no 'path'")
         elif not self.path or self.name:
@@ -163,7 +272,13 @@ class DataSource(BaseModel):
     def load(self) -> Records:
         """Read this source's records."""
         options: dict[str, Any] = {} if self.on_error is None else {"on_error": self.on_error}
-        if self.kind == "hub":
+        if self.kind == "mix":
+            from train.mixes import build_mix
+
+            assert self.name is not None and self.path is not None
+            mix = build_mix(self.name, self.path)
+            records = Records(mix.training_records() if self.split == "train" else mix.held_out_records())
+        elif self.kind == "hub":
             assert self.name is not None
             records = from_hub(self.name, self.split, builder=self.builder, fields=self.fields, **options)
         else:
@@ -175,6 +290,12 @@ class DataSource(BaseModel):
                 records = from_hh_rlhf(self.path, **options)
             elif self.kind == "pku_saferlhf":
                 records = from_pku_saferlhf(self.path, **options)
+            elif self.kind == "pandalm":
+                records = from_pandalm(self.path, **options)
+            elif self.kind == "alpaca_eval_annotations":
+                records = from_alpaca_eval_annotations(self.path, **options)
+            elif self.kind == "jailbreakbench":
+                records = from_jailbreakbench(self.path, **options)
             else:
                 records = from_alpaca_eval(self.path, **options)
         if self.limit is not None and len(records) > self.limit:
@@ -299,3 +420,57 @@ def _response_id(row: Mapping[str, Any], key: str) -> int:
     if value not in (0, 1) or isinstance(value, bool):
         raise ValueError(f"{key} must be 0 or 1, got {value!r}")
     return int(value)
+
+
+def _pandalm_row(row: Mapping[str, Any]) -> dict[str, str]:
+    instruction, first, second = _strings(row, "instruction", "response1", "response2")
+    extra = row.get("input") or ""
+    if not isinstance(extra, str):
+        raise ValueError("field ['input'] must be a string")
+    votes = Counter(row.get(f"annotator{i}") for i in (1, 2, 3))
+    winner = next((choice for choice in (1, 2) if votes[choice] >= 2), None)
+    if winner is None:
+        raise ValueError("no majority preference")
+    if first.strip() == second.strip():
+        raise ValueError("the two responses are identical")
+    question = f"{instruction.strip()}\n\n{extra.strip()}" if extra.strip() else instruction
+    answer, correction = (second, first) if winner == 1 else (first, second)
+    return {"question": question, "answer": answer, "correction": correction}
+
+
+def _alpaca_eval_annotation_row(row: Mapping[str, Any]) -> dict[str, str]:
+    instruction, reference, answer = _strings(row, "instruction", "output_1", "output_2")
+    preference = row.get("preference")
+    if not isinstance(preference, (int, float)) or isinstance(preference, bool):
+        raise ValueError(f"preference must be a number, got {preference!r}")
+    if preference >= 1.5:
+        raise ValueError("the annotator prefers the upstream answer")
+    if reference.strip() == answer.strip():
+        raise ValueError("the two outputs are identical")
+    return {"question": instruction, "answer": answer, "correction": reference}
+
+
+def _jailbreakbench_rows(source: str | Path | Rows) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
+    """``(file, position, row)`` of JailbreakBench artifacts: a directory of files, a file, or rows."""
+    if not isinstance(source, (str, Path)):
+        for position, row in enumerate(source):
+            yield "<rows>", position, row
+        return
+    path = Path(source)
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"no JailbreakBench artifact (*.json) in {path}")
+    for file in files:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        jailbreaks = data.get("jailbreaks") if isinstance(data, dict) else data
+        if not isinstance(jailbreaks, list):
+            raise RecordError(file, None, "not a JailbreakBench artifact (no 'jailbreaks' list)")
+        for position, row in enumerate(jailbreaks):
+            yield str(file), position, row
+
+
+def _group_by_file(
+    rows: Sequence[tuple[str, int, Mapping[str, Any]]],
+) -> Iterator[tuple[str, list[tuple[int, Mapping[str, Any]]]]]:
+    for file, group in itertools.groupby(rows, key=lambda item: item[0]):
+        yield file, [(position, row) for _, position, row in group]

@@ -39,6 +39,9 @@ TASKS = ("aligner", "upstream")
 """What SFT trains on Q-A-C records: the Aligner (question + answer -> correction) or the upstream model
 (chat-templated question -> correction)."""
 
+PRECISIONS = ("bf16", "fp16", "fp32", "bf16-autocast")
+"""Training precisions: DeepSpeed's bf16/fp16 mixed precision, plain fp32, or fp32 weights with bf16 autocast."""
+
 
 class ConfigError(ValueError):
     """A config file or override is malformed: unknown key, wrong type or out-of-range value."""
@@ -124,7 +127,10 @@ class SFTConfig:
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
     precision: str = "bf16"
-    """``"bf16"``, ``"fp16"`` or ``"fp32"``."""
+    """``"bf16"``, ``"fp16"``, ``"fp32"`` (DeepSpeed's mixed precision or none) or ``"bf16-autocast"``: fp32
+    weights and optimizer, forward passes under ``torch.autocast`` in bf16. On CPUs with native bf16
+    (avx512_bf16) ``bf16-autocast`` is the fastest setting measured (train/README.md); DeepSpeed's bf16 mode
+    is meant for GPUs."""
     group_by_length: bool = True
     """Batch records of similar length together (in seeded mega-batches) so padding does not dominate."""
 
@@ -166,7 +172,7 @@ class SFTConfig:
             "weight_decay must be >= 0": self.weight_decay >= 0,
             "per_device_batch_size must be positive": self.per_device_batch_size > 0,
             "gradient_accumulation_steps must be positive": self.gradient_accumulation_steps > 0,
-            "precision must be 'bf16', 'fp16' or 'fp32'": self.precision in ("bf16", "fp16", "fp32"),
+            "precision must be 'bf16', 'fp16', 'fp32' or 'bf16-autocast'": self.precision in PRECISIONS,
             "save_steps must be positive": self.save_steps > 0,
             "logging_steps must be positive": self.logging_steps > 0,
             "save_total_limit must be positive": self.save_total_limit is None or self.save_total_limit > 0,

@@ -277,7 +277,9 @@ class SFTTrainer:
         """Each row's summed cross-entropy over its target tokens (labels != -100, shifted by one)."""
         device = self.engine.device
         inputs = {key: batch[key].to(device) for key in ("input_ids", "attention_mask")}
-        logits = self.engine(**inputs).logits[:, :-1]
+        autocast = self.config.precision == "bf16-autocast"
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = self.engine(**inputs).logits[:, :-1]
         labels = batch["labels"][:, 1:].to(device)
         keep = labels != IGNORE_INDEX
         losses = torch.zeros(labels.shape, dtype=torch.float32, device=device)

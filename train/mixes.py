@@ -1,0 +1,227 @@
+"""Named data mixes: the shared sources combined into one curated, split training set for an Aligner.
+
+A mix reads the data sources under a data directory (``../shared/data`` in this project), sorts their records
+into categories, caps lengths for the compute budget, drops duplicates, splits by question and takes a quota
+of each category for training:
+
+- ``harmful``: JailbreakBench, question = the plain goal, answer = a jailbroken response, correction = a
+  refusal to the same goal (:func:`train.builders.from_jailbreakbench`; a jailbroken text is never a
+  correction);
+- ``harmless_hh``: HH-RLHF harmless, answer = the rejected last turn, correction = the chosen (safer) one;
+- ``helpful``: HH-RLHF helpful (three splits), PandaLM majority preference, AlpacaEval weak -> strong where
+  GPT-4 Turbo prefers the strong answer;
+- ``identity``: Q-A-A records (the paper's warm-up) on good answers: the preferred responses of the helpful
+  sources and JailbreakBench's refusals, so that a good answer comes back intact;
+- ``aligner2b``: the official Aligner-2B's corrections of GPT-4 Turbo and Qwen1.5-72B on AlpacaEval.
+
+The split is by question (:func:`is_held_out`: a hash of the normalised question), so a question, and a
+JailbreakBench goal, is either in training or held out, in every category and every source at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from langchain_aligner.quality import is_refusal
+from train.builders import (
+    from_alpaca_eval,
+    from_alpaca_eval_annotations,
+    from_hh_rlhf,
+    from_jailbreakbench,
+    from_pandalm,
+    jailbreakbench_refusals,
+)
+from train.records import QACRecord, Records
+
+__all__ = ["CATEGORIES", "MIXES", "Mix", "MixSpec", "build_mix", "is_held_out"]
+
+logger = logging.getLogger(__name__)
+
+CATEGORIES = ("harmful", "harmless_hh", "helpful", "identity", "aligner2b")
+"""The categories of a mix, in the order training and benchmarks list them."""
+
+ALPACA_EVAL_WEAK_MODELS = (
+    "alpaca-7b",
+    "chatglm2-6b",
+    "falcon-7b-instruct",
+    "oasst-sft-pythia-12b",
+    "pythia-12b-mix-sft",
+    "text_davinci_001",
+    "vicuna-7b",
+)
+"""The weak models whose AlpacaEval annotation files (against ``gpt4_1106_preview``) are in the data."""
+
+
+@dataclass(frozen=True)
+class MixSpec:
+    """How a mix is cut: held-out share, length caps (characters) and training quotas per category."""
+
+    held_out_share: float = 0.15
+    """Share of questions held out (by hash, so the same for every run and every source)."""
+    max_question_chars: int = 600
+    max_answer_chars: int = 900
+    max_correction_chars: int = 900
+    max_per_goal: int = 6
+    """At most this many JailbreakBench answers per goal in training (the goals are few)."""
+    quotas: dict[str, int] = field(default_factory=dict)
+    """Training records per category (drawn with ``seed``); a category not named keeps all its records."""
+    seed: int = 42
+
+
+MIXES: dict[str, MixSpec] = {
+    # The embedded default's mix: about 3,700 records (~0.8M tokens), one epoch in 1.5 hours of a 2-core CPU.
+    "aligner-tiny": MixSpec(
+        max_per_goal=8,
+        quotas={"harmful": 650, "harmless_hh": 600, "helpful": 1150, "identity": 1150, "aligner2b": 150},
+    ),
+}
+"""The named mixes."""
+
+
+@dataclass
+class Mix:
+    """A built mix: training and held-out records per category, and why records were left out."""
+
+    train: dict[str, Records]
+    held_out: dict[str, Records]
+    skipped: Counter[str]
+
+    def training_records(self, seed: int = 42) -> list[QACRecord]:
+        """Every training record, categories interleaved in a seeded order."""
+        records = [record for category in CATEGORIES for record in self.train.get(category, [])]
+        random.Random(seed).shuffle(records)
+        return records
+
+    def held_out_records(self) -> list[QACRecord]:
+        """Every held-out record, category by category."""
+        return [record for category in CATEGORIES for record in self.held_out.get(category, [])]
+
+
+def normalise_question(question: str) -> str:
+    """The question as the split sees it: lower case, whitespace collapsed."""
+    return " ".join(question.lower().split())
+
+
+def is_held_out(question: str, share: float) -> bool:
+    """True if ``question`` belongs to the held-out split (a hash of the normalised text below ``share``)."""
+    digest = hashlib.sha256(normalise_question(question).encode()).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2**64
+
+
+def build_mix(name: str = "aligner-tiny", data_dir: str | Path = "../shared/data") -> Mix:
+    """Build the named mix (:data:`MIXES`) from the shared data sources under ``data_dir``."""
+    if name not in MIXES:
+        raise ValueError(f"unknown mix {name!r}; known: {sorted(MIXES)}")
+    spec = MIXES[name]
+    data = Path(data_dir)
+    if not data.is_dir():
+        raise FileNotFoundError(f"data directory not found: {data}")
+    skipped: Counter[str] = Counter()
+    categories = _read_sources(data, skipped)
+    train: dict[str, Records] = {}
+    held_out: dict[str, Records] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for category in CATEGORIES:
+        kept = _curate(categories[category], spec, category, seen, skipped)
+        held_out[category] = Records(r for r in kept if is_held_out(r.question, spec.held_out_share))
+        pool = [r for r in kept if not is_held_out(r.question, spec.held_out_share)]
+        if category == "harmful":
+            pool = _cap_per_question(pool, spec.max_per_goal, skipped)
+        quota = spec.quotas.get(category)
+        if quota is not None and len(pool) > quota:
+            skipped[f"{category}: over the quota"] += len(pool) - quota
+            pool = random.Random(f"{spec.seed}-{category}").sample(pool, quota)
+        train[category] = Records(pool)
+    logger.info(
+        "mix %s: train %s, held out %s",
+        name,
+        {c: len(r) for c, r in train.items()},
+        {c: len(r) for c, r in held_out.items()},
+    )
+    return Mix(train, held_out, skipped)
+
+
+def _read_sources(data: Path, skipped: Counter[str]) -> dict[str, list[QACRecord]]:
+    def count(category: str, records: Records) -> Records:
+        for error in records.skipped:
+            skipped[f"{category}: {error.reason}"] += 1
+        return records
+
+    jailbreaks = data / "jailbreakbench"
+    harmful = count("harmful", from_jailbreakbench(jailbreaks, is_refusal=is_refusal))
+    harmless = count("harmless_hh", from_hh_rlhf(data / "hh_rlhf" / "harmless-base-test.jsonl.gz"))
+    helpful: list[QACRecord] = []
+    for split in ("helpful-base_test", "helpful-online_test", "helpful-rejection-sampled_test"):
+        helpful += count("helpful", from_hh_rlhf(data / "hh_rlhf" / f"{split}.jsonl.gz"))
+    helpful += count("helpful", from_pandalm(data / "pandalm" / "testset-v1.json"))
+    for model in ALPACA_EVAL_WEAK_MODELS:
+        path = data / "alpaca_eval_models" / f"{model}__weighted_alpaca_eval_gpt4_turbo__annotations.json.gz"
+        helpful += count("helpful", from_alpaca_eval_annotations(path))
+    aligner2b: list[QACRecord] = []
+    for path in sorted((data / "alpaca_eval_aligner2b").glob("aligner-2b_*.json.gz")):
+        aligner2b += count("aligner2b", from_alpaca_eval(path, on_error="skip"))
+    identity = [_identity(r.question, r.correction) for r in helpful]
+    identity += jailbreakbench_refusals(jailbreaks, is_refusal=is_refusal)
+    return {
+        "harmful": list(harmful),
+        "harmless_hh": list(harmless),
+        "helpful": helpful,
+        "identity": identity,
+        "aligner2b": aligner2b,
+    }
+
+
+def _identity(question: str, answer: str) -> QACRecord:
+    return QACRecord(question=question, answer=answer, correction=answer)
+
+
+def _curate(
+    records: Iterable[QACRecord],
+    spec: MixSpec,
+    category: str,
+    seen: set[tuple[str, str, str]],
+    skipped: Counter[str],
+) -> list[QACRecord]:
+    """Drop over-long records and duplicates (across categories too), counting each reason."""
+    kept = []
+    for record in records:
+        reason = _length_problem(record, spec)
+        key = (normalise_question(record.question), record.answer, record.correction)
+        if reason is None and key in seen:
+            reason = "duplicate"
+        if reason is not None:
+            skipped[f"{category}: {reason}"] += 1
+            continue
+        seen.add(key)
+        kept.append(record)
+    return kept
+
+
+def _length_problem(record: QACRecord, spec: MixSpec) -> str | None:
+    if len(record.question) > spec.max_question_chars:
+        return "question too long"
+    if len(record.answer) > spec.max_answer_chars:
+        return "answer too long"
+    if len(record.correction) > spec.max_correction_chars:
+        return "correction too long"
+    return None
+
+
+def _cap_per_question(records: list[QACRecord], cap: int, skipped: Counter[str]) -> list[QACRecord]:
+    counts: Counter[str] = Counter()
+    kept = []
+    for record in records:
+        key = normalise_question(record.question)
+        if counts[key] >= cap:
+            skipped["harmful: over the per-goal cap"] += 1
+            continue
+        counts[key] += 1
+        kept.append(record)
+    return kept
+
