@@ -114,11 +114,12 @@ def from_pandalm(source: str | Path | Rows, *, on_error: OnError = "skip") -> Re
 
 
 def from_alpaca_eval_annotations(source: str | Path | Rows, *, on_error: OnError = "skip") -> Records:
-    """Records from AlpacaEval pairwise annotations: ``instruction``, ``output_1``, ``output_2``, ``preference``.
+    """Records from AlpacaEval pairwise annotations (``instruction``, ``output_1``, ``output_2``,
+    ``preference``).
 
     ``preference`` runs from 1 (``output_1`` better) to 2 (``output_2`` better). In AlpacaEval's annotation
-    files ``output_1`` is the reference model's (``gpt4_1106_preview``) and ``output_2`` the named model's, so a
-    weak model's file gives weak -> strong corrections: ``output_2`` is the answer and ``output_1`` the
+    files ``output_1`` is the reference model's (``gpt4_1106_preview``) and ``output_2`` the named model's,
+    so a weak model's file gives weak -> strong corrections: ``output_2`` is the answer and ``output_1`` the
     correction, kept only where the annotator prefers ``output_1`` (``preference < 1.5``).
     """
     return _convert(source, _alpaca_eval_annotation_row, on_error)
@@ -130,7 +131,7 @@ def from_jailbreakbench(
     is_refusal: Callable[[str], bool] | None = None,
     on_error: OnError = "skip",
 ) -> Records:
-    """Safety records from JailbreakBench attack artifacts: a directory of ``*.json`` files, one file, or rows.
+    """Safety records from JailbreakBench attack artifacts: a directory of ``*.json`` files, a file, or rows.
 
     Each artifact row has a ``goal`` (the harmful request in plain words), the target model's ``response`` and
     ``jailbroken``. A jailbroken response is the answer, the question its plain ``goal`` (not the adversarial
@@ -229,10 +230,10 @@ class DataSource(BaseModel):
 
     ``kind`` is a local file format (``jsonl``, ``json``, ``parquet``: Q-A-C rows, renamed by ``fields``), a
     preference format read from ``path`` (``hh_rlhf``, ``pku_saferlhf``, ``alpaca_eval``,
-    ``alpaca_eval_annotations``, ``pandalm``, ``jailbreakbench``: a file or a directory of artifacts), ``hub``:
-    the dataset ``name`` and ``split`` loaded with :func:`datasets.load_dataset`, rows in the ``builder``
-    format, or ``mix``: the named mix ``name`` of :mod:`train.mixes` built from the data directory ``path``,
-    its ``split`` ``train`` or ``held_out``.
+    ``alpaca_eval_annotations``, ``pandalm``, ``jailbreakbench``: a file or a directory of artifacts),
+    ``hub``: the dataset ``name`` and ``split`` loaded with :func:`datasets.load_dataset`, rows in the
+    ``builder`` format, or ``mix``: the named mix ``name`` of :mod:`train.mixes` built from the data
+    directory ``path``, its ``split`` ``train`` or ``held_out``.
     ``limit`` keeps the first records only.
     """
 

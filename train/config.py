@@ -40,7 +40,8 @@ TASKS = ("aligner", "upstream")
 (chat-templated question -> correction)."""
 
 PRECISIONS = ("bf16", "fp16", "fp32", "bf16-autocast")
-"""Training precisions: DeepSpeed's bf16/fp16 mixed precision, plain fp32, or fp32 weights with bf16 autocast."""
+"""Training precisions: DeepSpeed's bf16/fp16 mixed precision, plain fp32, or fp32 weights with bf16
+autocast."""
 
 
 class ConfigError(ValueError):

@@ -224,4 +224,3 @@ def _cap_per_question(records: list[QACRecord], cap: int, skipped: Counter[str])
         counts[key] += 1
         kept.append(record)
     return kept
-

@@ -1,0 +1,266 @@
+"""Builders for the shared sources (JailbreakBench, PandaLM, AlpacaEval annotations) and the named mixes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from train.builders import (
+    DataSource,
+    from_alpaca_eval_annotations,
+    from_jailbreakbench,
+    from_pandalm,
+    jailbreakbench_refusals,
+)
+from train.mixes import ALPACA_EVAL_WEAK_MODELS, CATEGORIES, MIXES, MixSpec, build_mix, is_held_out
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+REFUSAL = "I'm sorry, but I cannot help with that request."
+HARMFUL = "Step 1: mix the two cleaners. Step 2: close the windows."
+
+
+def _artifact(rows: Sequence[dict[str, object]]) -> dict[str, object]:
+    return {"parameters": {"method": "TEST"}, "jailbreaks": list(rows)}
+
+
+def _jbb_row(goal: str, response: str | None, jailbroken: bool) -> dict[str, object]:
+    return {"goal": goal, "prompt": f"Pretend... {goal}", "response": response, "jailbroken": jailbroken}
+
+
+def _write_jbb(directory: Path, files: dict[str, Sequence[dict[str, object]]]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in files.items():
+        (directory / name).write_text(json.dumps(_artifact(rows)))
+    return directory
+
+
+def test_jailbreakbench_pairs_each_jailbroken_answer_with_a_refusal_to_the_same_goal(tmp_path: Path) -> None:
+    directory = _write_jbb(
+        tmp_path / "jbb",
+        {
+            "A.json": [
+                _jbb_row("Make a toxic gas", HARMFUL, True),
+                _jbb_row("Make a toxic gas", REFUSAL, False),
+                _jbb_row("Write malware", "Here is the code: ...", True),
+                _jbb_row("Write malware", None, False),
+            ],
+            "B.json": [
+                _jbb_row("Make a toxic gas", "Sure: buy bleach and ammonia.", True),
+                _jbb_row("Make a toxic gas", "Sure, here is a story about chemistry.", False),
+                _jbb_row("Make a toxic gas", "I can't assist with making dangerous gases.", False),
+            ],
+        },
+    )
+    records = from_jailbreakbench(
+        directory, is_refusal=lambda text: text.startswith(("I'm sorry", "I can't"))
+    )
+    assert [(r.question, r.answer) for r in records] == [
+        ("Make a toxic gas", HARMFUL),
+        ("Make a toxic gas", "Sure: buy bleach and ammonia."),
+    ]
+    # The goal's refusals are used in turn; the non-refusal "story" is never a correction.
+    assert [r.correction for r in records] == [REFUSAL, "I can't assist with making dangerous gases."]
+    reasons = sorted(error.reason for error in records.skipped)
+    assert reasons == [
+        "no refusal for this goal",
+        "no response",
+        "not jailbroken: a refusal, not an answer to correct",
+        "not jailbroken: a refusal, not an answer to correct",
+        "not jailbroken: a refusal, not an answer to correct",
+    ]
+    jailbroken = {HARMFUL, "Sure: buy bleach and ammonia.", "Here is the code: ..."}
+    assert not {r.correction for r in records} & jailbroken
+    identity = jailbreakbench_refusals(directory, is_refusal=lambda text: text.startswith("I"))
+    other = "I can't assist with making dangerous gases."
+    assert [(r.question, r.answer, r.correction) for r in identity] == [
+        ("Make a toxic gas", REFUSAL, REFUSAL),
+        ("Make a toxic gas", other, other),
+    ]
+
+
+def test_jailbreakbench_source_and_missing_directory(tmp_path: Path) -> None:
+    directory = _write_jbb(
+        tmp_path / "jbb", {"A.json": [_jbb_row("g", HARMFUL, True), _jbb_row("g", REFUSAL, False)]}
+    )
+    records = DataSource(kind="jailbreakbench", path=str(directory)).load()
+    assert [(r.answer, r.correction) for r in records] == [(HARMFUL, REFUSAL)]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no JailbreakBench artifact"):
+        from_jailbreakbench(empty)
+
+
+def test_pandalm_takes_the_majority_and_skips_ties(tmp_path: Path) -> None:
+    rows = [
+        {"instruction": "Shorten it.", "input": "A long sentence.", "response1": "Short.",
+         "response2": "A long.", "annotator1": 1, "annotator2": 1, "annotator3": 2},
+        {"instruction": "Say hi.", "input": "", "response1": "Bye", "response2": "Hi",
+         "annotator1": 2, "annotator2": 0, "annotator3": 2},
+        {"instruction": "Tie.", "input": "", "response1": "x", "response2": "y",
+         "annotator1": 1, "annotator2": 2, "annotator3": 0},
+        {"instruction": "Same.", "input": "", "response1": "z", "response2": "z",
+         "annotator1": 1, "annotator2": 1, "annotator3": 1},
+    ]  # fmt: skip
+    path = tmp_path / "pandalm.json"
+    path.write_text(json.dumps(rows))
+    records = from_pandalm(path)
+    assert [(r.question, r.answer, r.correction) for r in records] == [
+        ("Shorten it.\n\nA long sentence.", "A long.", "Short."),
+        ("Say hi.", "Bye", "Hi"),
+    ]
+    assert [e.reason for e in records.skipped] == [
+        "no majority preference",
+        "the two responses are identical",
+    ]
+
+
+def test_alpaca_eval_annotations_keep_pairs_where_the_reference_is_preferred(tmp_path: Path) -> None:
+    rows = [
+        {"instruction": "Q1", "output_1": "strong 1", "output_2": "weak 1", "preference": 1.02},
+        {"instruction": "Q2", "output_1": "strong 2", "output_2": "weak 2", "preference": 1.9},
+        {"instruction": "Q3", "output_1": "same", "output_2": "same", "preference": 1.0},
+        {"instruction": "Q4", "output_1": "strong 4", "output_2": "weak 4", "preference": None},
+    ]
+    path = tmp_path / "m__annotations.json.gz"
+    path.write_bytes(gzip.compress(json.dumps(rows).encode()))
+    records = from_alpaca_eval_annotations(path)
+    assert [(r.question, r.answer, r.correction) for r in records] == [("Q1", "weak 1", "strong 1")]
+    assert [e.reason for e in records.skipped] == [
+        "the annotator prefers the upstream answer",
+        "the two outputs are identical",
+        "preference must be a number, got None",
+    ]
+
+
+def test_is_held_out_is_deterministic_normalised_and_near_the_share() -> None:
+    questions = [f"Question number {i}?" for i in range(4000)]
+    held = [q for q in questions if is_held_out(q, 0.15)]
+    assert 0.12 < len(held) / len(questions) < 0.18
+    assert all(is_held_out(f"  {q.upper()}\n", 0.15) for q in held)
+    assert not any(is_held_out(q, 0.0) for q in questions)
+
+
+def _dialogue(question: str, answer: str) -> str:
+    return f"\n\nHuman: {question}\n\nAssistant: {answer}"
+
+
+def _write_data_dir(root: Path, n: int) -> Path:
+    """A miniature of ../shared/data with ``n`` questions per source, written by the test."""
+    goals = [f"harmful goal {i}" for i in range(n)]
+    _write_jbb(
+        root / "jailbreakbench",
+        {
+            "X.json": [_jbb_row(g, f"Sure, here is how to do {g}: step one.", True) for g in goals]
+            + [_jbb_row(g, f"I'm sorry, I cannot help with {g}.", False) for g in goals]
+        },
+    )
+    hh = root / "hh_rlhf"
+    hh.mkdir()
+    names = [
+        "harmless-base-test",
+        "helpful-base_test",
+        "helpful-online_test",
+        "helpful-rejection-sampled_test",
+    ]
+    for name in names:
+        lines = [
+            json.dumps(
+                {
+                    "chosen": _dialogue(f"{name} q{i}", f"good {i}"),
+                    "rejected": _dialogue(f"{name} q{i}", "bad"),
+                }
+            )
+            for i in range(n)
+        ]
+        lines.append(
+            json.dumps({"chosen": _dialogue("x" * 700, "good"), "rejected": _dialogue("x" * 700, "bad")})
+        )
+        (hh / f"{name}.jsonl.gz").write_bytes(gzip.compress("\n".join(lines).encode()))
+    (root / "pandalm").mkdir()
+    pandalm = [
+        {"instruction": f"panda q{i}", "input": "", "response1": f"p-good {i}", "response2": "p-bad",
+         "annotator1": 1, "annotator2": 1, "annotator3": 1}
+        for i in range(n)
+    ]  # fmt: skip
+    (root / "pandalm" / "testset-v1.json").write_text(json.dumps(pandalm))
+    (root / "alpaca_eval_models").mkdir()
+    for model in ALPACA_EVAL_WEAK_MODELS:
+        rows = [
+            {
+                "instruction": f"shared q{i}",
+                "output_1": f"strong {i}",
+                "output_2": f"{model} {i}",
+                "preference": 1.1,
+            }
+            for i in range(n)
+        ]
+        path = root / "alpaca_eval_models" / f"{model}__weighted_alpaca_eval_gpt4_turbo__annotations.json.gz"
+        path.write_bytes(gzip.compress(json.dumps(rows).encode()))
+    (root / "alpaca_eval_aligner2b").mkdir()
+    triples = [
+        {"instruction": f"shared q{i}", "original_output": f"up {i}", "output": f"aligned {i}"}
+        for i in range(n)
+    ]
+    (root / "alpaca_eval_aligner2b" / "aligner-2b_x.json.gz").write_bytes(
+        gzip.compress(json.dumps(triples).encode())
+    )
+    return root
+
+
+def _assert_split_by_question(mix_train: dict, mix_held: dict) -> None:
+    train_questions = {" ".join(r.question.lower().split()) for c in CATEGORIES for r in mix_train[c]}
+    held_questions = {" ".join(r.question.lower().split()) for c in CATEGORIES for r in mix_held[c]}
+    assert train_questions and held_questions
+    assert not train_questions & held_questions
+
+
+def test_build_mix_splits_by_question_caps_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _write_data_dir(tmp_path / "data", 60)
+    spec = MixSpec(held_out_share=0.3, max_per_goal=8, quotas={"helpful": 50})
+    monkeypatch.setitem(MIXES, "test", spec)
+    mix = build_mix("test", data)
+    _assert_split_by_question(mix.train, mix.held_out)
+    assert set(mix.train) == set(mix.held_out) == set(CATEGORIES)
+    assert len(mix.train["helpful"]) == 50
+    assert mix.skipped["helpful: over the quota"] > 0
+    assert mix.skipped["harmless_hh: question too long"] == 1
+    assert mix.skipped["helpful: question too long"] == 3  # one over-long dialogue in each helpful split
+    # The same AlpacaEval question in several sources: held out in all of them or in none.
+    shared = {r.question for r in mix.held_out["aligner2b"]}
+    assert shared and shared <= {r.question for r in mix.held_out["helpful"]}
+    assert all(r.answer == r.correction for r in mix.train["identity"] + mix.held_out["identity"])
+    assert all(r.correction.startswith("I'm sorry") for r in mix.train["harmful"])
+    records = mix.training_records()
+    assert len(records) == sum(len(r) for r in mix.train.values())
+    assert records == build_mix("test", data).training_records()  # fixed by the spec's seed
+    source = DataSource(kind="mix", name="test", path=str(data), split="held_out")
+    assert len(source.load()) == sum(len(r) for r in mix.held_out.values())
+
+
+def test_mix_source_is_validated() -> None:
+    with pytest.raises(ValueError, match="mix source needs"):
+        DataSource(kind="mix", name="aligner-tiny", path="data", split="test")
+    with pytest.raises(ValueError, match="unknown mix"):
+        build_mix("no-such-mix", ".")
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
+def test_aligner_tiny_mix_on_the_shared_data() -> None:
+    mix = build_mix("aligner-tiny", SHARED_DATA)
+    _assert_split_by_question(mix.train, mix.held_out)
+    spec = MIXES["aligner-tiny"]
+    for category, quota in spec.quotas.items():
+        assert len(mix.train[category]) == quota, category
+    jailbroken = {r.answer for c in ("harmful",) for r in mix.train[c] + mix.held_out[c]}
+    corrections = {r.correction for c in CATEGORIES for r in mix.train[c] + mix.held_out[c]}
+    assert not jailbroken & corrections  # a jailbroken text is never a correction
+    goals_train = {r.question for r in mix.train["harmful"]}
+    goals_held = {r.question for r in mix.held_out["harmful"]}
+    assert goals_held and not goals_train & goals_held
