@@ -29,12 +29,12 @@ lint: setup
 
 aligner-tiny: setup
 	# The embedded default Aligner: LoRA on SmolLM2-135M-Instruct over ../shared/data (CPU, < 1 h; train/README.md),
-	# the adapter installed where default_model_dir() merges it, then its held-out chrF.
+	# the adapter installed where default_model_dir() merges it, then its held-out quality table and targets.
 	$(BIN)/python -m train sft --config train/configs/aligner-tiny.yaml
 	mkdir -p langchain_aligner/assets/aligner-tiny
 	cp runs/aligner-tiny/adapter/adapter_model.safetensors runs/aligner-tiny/adapter/adapter_config.json \
 		langchain_aligner/assets/aligner-tiny/
-	$(BIN)/python benchmarks/aligner_tiny_eval.py
+	$(BIN)/python benchmarks/aligner_quality.py --aligner base=base --aligner aligner-tiny=default --check aligner-tiny
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +29,12 @@ __all__ = [
     "DEFAULT_MODEL_NAME",
     "DTYPES",
     "cache_dir",
+    "cpu_supports_bf16",
     "default_model_dir",
     "load_model_and_tokenizer",
     "export_model",
     "is_exported_model",
+    "preferred_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -227,6 +230,34 @@ def export_model(
 def is_exported_model(directory: Path) -> bool:
     """True if ``directory`` holds a complete export: config, tokenizer files and safetensors weights."""
     return all((directory / f).is_file() for f in EXPORT_FILES) and any(directory.glob("*.safetensors"))
+
+
+@lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True if this CPU computes in bfloat16 natively, so that bf16 is faster than float32 here.
+
+    Both must hold: torch runs its AVX-512 kernels (``torch.backends.cpu.get_cpu_capability()`` reports
+    ``"AVX512"``) and the CPU has the ``avx512_bf16`` instructions (``/proc/cpuinfo``). Elsewhere bf16 is
+    emulated, usually slower than float32. Checked once per process.
+    """
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags.split()
+
+
+def preferred_dtype(device: str = "cpu") -> str:
+    """The dtype to run a model in on ``device``: ``"bfloat16"`` where it is native, else ``"float32"``."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if device == "cpu" and cpu_supports_bf16() else "float32"
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:
