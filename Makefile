@@ -28,13 +28,13 @@ lint: setup
 	$(BIN)/mypy langchain_aligner train
 
 aligner-tiny: setup
-	# The embedded default Aligner: LoRA on SmolLM2-135M-Instruct over ../shared/data (CPU, < 1 h; train/README.md),
-	# the adapter installed where default_model_dir() merges it, then its held-out quality table and targets.
-	$(BIN)/python -m train sft --config train/configs/aligner-tiny.yaml
-	mkdir -p langchain_aligner/assets/aligner-tiny
-	cp runs/aligner-tiny/adapter/adapter_model.safetensors runs/aligner-tiny/adapter/adapter_config.json \
-		langchain_aligner/assets/aligner-tiny/
-	$(BIN)/python benchmarks/aligner_quality.py --aligner base=base --aligner aligner-tiny=default --check aligner-tiny
+	# The embedded default Aligner: LoRA on SmolLM2-135M-Instruct over the aligner-tiny mix of ../shared/data (2-core
+	# CPU, about 1.5 h; train/README.md). Interrupted? `make aligner-tiny ARGS=--resume` continues from the last
+	# checkpoint. Then the adapter is installed in bf16 where default_model_dir() merges it, and scored held out.
+	$(BIN)/python -m train sft --config train/configs/aligner-tiny.yaml $(ARGS)
+	$(BIN)/python -c "from langchain_aligner.models import install_adapter; install_adapter('runs/aligner-tiny/adapter')"
+	$(BIN)/python benchmarks/aligner_quality.py --aligner base=base --aligner committed=git:HEAD \
+		--aligner aligner-tiny=default --check aligner-tiny
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,7 @@ __all__ = [
     "default_model_dir",
     "load_model_and_tokenizer",
     "export_model",
+    "install_adapter",
     "is_exported_model",
     "preferred_dtype",
 ]
@@ -74,8 +75,12 @@ def _default_gguf_path() -> Path:
     return path
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
 def _adapter_fingerprint(adapter_dir: Path) -> str:
-    files = [adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"]
+    files = [adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_WEIGHTS]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"not a LoRA adapter directory (missing {', '.join(missing)}): {adapter_dir}")
@@ -166,8 +171,9 @@ def _fix_gguf_pre_tokenizer(tokenizer: PreTrainedTokenizerBase, gguf_path: Path)
     """Give a tokenizer converted from ``gguf_path`` the pre-tokenizer its model was trained with.
 
     transformers' GGUF conversion keeps only the byte-level split, whatever ``tokenizer.ggml.pre`` says.
-    llama.cpp's ``smollm`` (SmolLM2's own ``tokenizer.json`` agrees) first splits every digit off, then applies
-    the GPT-2 regex: without the digit split, ``"\n\n1"`` becomes ``[198, 198, ...]`` instead of ``[1116, ...]``.
+    llama.cpp's ``smollm`` (SmolLM2's own ``tokenizer.json`` agrees) first splits every digit off, then
+    applies the GPT-2 regex: without the digit split, ``"\n\n1"`` becomes ``[198, 198, ...]`` instead of
+    ``[1116, ...]``.
     """
     from gguf import GGUFReader
     from tokenizers import pre_tokenizers
@@ -225,6 +231,35 @@ def export_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output_dir
+
+
+def install_adapter(
+    source: str | Path, target: str | Path = DEFAULT_ADAPTER_DIR, *, dtype: str = "bfloat16"
+) -> Path:
+    """Copy a LoRA adapter (``adapter_config.json``, ``adapter_model.safetensors``) to ``target``, its weights
+    cast to ``dtype``; by default it becomes the embedded default Aligner's adapter (bf16 halves its size).
+
+    The files are written beside ``target`` and moved in at the end, so an interrupted install leaves the
+    previous adapter in place.
+    """
+    from safetensors.torch import load_file, save_file
+
+    source, target = Path(source), Path(target)
+    _adapter_fingerprint(source)  # both files present, or a clear error
+    weights = {
+        name: tensor.to(_torch_dtype(dtype)) for name, tensor in load_file(source / ADAPTER_WEIGHTS).items()
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        save_file(weights, staging / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+        shutil.copyfile(source / ADAPTER_CONFIG, staging / ADAPTER_CONFIG)
+        staging.chmod(0o755)
+        _swap_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 def is_exported_model(directory: Path) -> bool:

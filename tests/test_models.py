@@ -240,3 +240,33 @@ def test_export_replaces_an_earlier_export_but_nothing_else(tiny_llama_dir: Path
     with pytest.raises(FileExistsError, match="not an earlier export"):
         export_model(model, tokenizer, precious)
     assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+
+
+def test_install_adapter_writes_bf16_weights_that_merge_like_the_original(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from langchain_aligner.models import install_adapter
+
+    adapter = make_adapter(tiny_llama_dir, tmp_path / "adapter", seed=3)
+    target = tmp_path / "assets" / "aligner-tiny"
+    target.mkdir(parents=True)
+    (target / "adapter_model.safetensors").write_bytes(b"the previous adapter")
+    assert install_adapter(adapter, target) == target
+    installed = load_file(target / "adapter_model.safetensors")
+    original = load_file(adapter / "adapter_model.safetensors")
+    assert installed.keys() == original.keys()
+    assert {t.dtype for t in installed.values()} == {torch.bfloat16}
+    assert (target / "adapter_config.json").read_text() == (adapter / "adapter_config.json").read_text()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["aligner-tiny"]  # no staging left behind
+    base, _ = load_model_and_tokenizer(tiny_llama_dir)
+    merged = PeftModel.from_pretrained(base, str(target)).merge_and_unload()
+    reference_base, _ = load_model_and_tokenizer(tiny_llama_dir)
+    reference = PeftModel.from_pretrained(reference_base, str(adapter)).merge_and_unload()
+    expected = reference.state_dict()
+    for name, tensor in merged.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], atol=2e-2, rtol=2e-2, msg=name)
+    with pytest.raises(FileNotFoundError, match="not a LoRA adapter"):
+        install_adapter(tmp_path / "missing", target)
