@@ -25,6 +25,7 @@ from langchain_core.utils.utils import secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from langchain_aligner.backends import AlignerBackend, Generation, GenerationDelta, make_backend
+from langchain_aligner.backends.base import stream_cut_short
 from langchain_aligner.cache import LRUCache
 from langchain_aligner.chunks import as_last_chunk
 from langchain_aligner.errors import AlignerBackendError, AlignerCorrectionError, AlignerInputError
@@ -375,12 +376,13 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
                     emitted = True
                     yield AIMessageChunk(content=text, id=message_id)
                 generation = delta.generation or generation
+            if generation is None:
+                raise stream_cut_short(self._backend.name)
         except AlignerBackendError as error:
             if llm_run is not None:
                 llm_run.on_llm_error(error)
             yield self._stream_failure(item, error, start, emitted, message_id)
             return
-        generation = generation or Generation(text="")
         llm_run.on_llm_end(_llm_result(generation))
         try:
             final = self._corrected(
@@ -423,12 +425,13 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
                     emitted = True
                     yield AIMessageChunk(content=text, id=message_id)
                 generation = delta.generation or generation
+            if generation is None:
+                raise stream_cut_short(self._backend.name)
         except AlignerBackendError as error:
             if llm_run is not None:
                 await llm_run.on_llm_error(error)
             yield self._stream_failure(item, error, start, emitted, message_id)
             return
-        generation = generation or Generation(text="")
         await llm_run.on_llm_end(_llm_result(generation))
         try:
             final = self._corrected(

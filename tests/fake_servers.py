@@ -6,7 +6,7 @@ the expected output from the prompt they expect to be sent. Tokens are whitespac
 
 Scripting (see :class:`Script`): fail the next N requests with a status, delay answers, send an error
 event after N streamed tokens, set the input limit reported by ``/info``, make the model write a given text
-(an empty or degenerate correction).
+(an empty or degenerate correction), answer with a 200 whose body is not JSON (a proxy's error page).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from langchain_aligner.templates import get_template
 
@@ -92,6 +92,8 @@ class Script:
     max_input_tokens: int = 4096
     #: What the model writes instead of :func:`fake_correction`'s reply, e.g. ``""`` or ``"1. 1. 1. 1."``.
     reply: str | None = None
+    #: Answer generation routes (streamed or not) with a 200 and this ``text/html`` body (a proxy's page).
+    raw_body: str | None = None
     #: Request bodies received on generation routes, in order.
     requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -125,7 +127,7 @@ class FakeServer:
         self.script.fail.clear()
         self.script.requests.clear()
         self.script.delay, self.script.stream_error_after, self.script.max_input_tokens = 0.0, None, 4096
-        self.script.reply = None
+        self.script.reply, self.script.raw_body = None, None
         return self.script
 
 
@@ -200,12 +202,14 @@ def _tgi_app(script: Script) -> FastAPI:
             start += len(piece)
         return tokens
 
-    async def accept(request: Request) -> tuple[dict[str, Any], list[str], str] | JSONResponse:
-        """The request body with the fake generation, or the (scripted or validation) error response."""
+    async def accept(request: Request) -> tuple[dict[str, Any], list[str], str] | Response:
+        """The request body with the fake generation, or the scripted (or validation) error response."""
         body = await request.json()
         status = await _scripted_failure(script, body)
         if status is not None:
             return _tgi_error(status)
+        if script.raw_body is not None:
+            return HTMLResponse(script.raw_body)
         if (invalid := _tgi_validate(body, script)) is not None:
             return _tgi_error(422, invalid)
         params = body.get("parameters") or {}
@@ -215,9 +219,9 @@ def _tgi_app(script: Script) -> FastAPI:
         return body, tokens, finish
 
     @app.post("/generate")
-    async def generate(request: Request) -> JSONResponse:
+    async def generate(request: Request) -> Response:
         accepted = await accept(request)
-        if isinstance(accepted, JSONResponse):
+        if isinstance(accepted, Response):
             return accepted
         body, tokens, finish = accepted
         params = body.get("parameters") or {}
@@ -235,7 +239,7 @@ def _tgi_app(script: Script) -> FastAPI:
     @app.post("/generate_stream")
     async def generate_stream(request: Request) -> Any:
         accepted = await accept(request)
-        if isinstance(accepted, JSONResponse):
+        if isinstance(accepted, Response):
             return accepted
         body, tokens, finish = accepted
         # A scripted reply ends on the EOS token, as on a real TGI (a special token, not in the text), so
@@ -302,6 +306,8 @@ def _openai_app(script: Script) -> FastAPI:
         status = await _scripted_failure(script, body)
         if status is not None:
             return _openai_error(status)
+        if script.raw_body is not None:
+            return HTMLResponse(script.raw_body)
         prompt_tokens = len(fake_tokens(body["prompt"]))
         if prompt_tokens > script.max_input_tokens:
             return _openai_error(

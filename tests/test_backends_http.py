@@ -181,3 +181,20 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("call", ["generate", "agenerate", "stream", "astream"])
+async def test_a_200_that_is_not_a_generation_is_a_backend_error(
+    served: tuple[AlignerBackend, FakeServer], call: str
+) -> None:
+    backend, server = served
+    server.script.raw_body = "<html><body>502 Bad Gateway</body></html>"
+    with pytest.raises(AlignerBackendError, match="not a generation|ended before"):
+        if call == "generate":
+            backend.generate(PROMPT, GenerationParams())
+        elif call == "agenerate":
+            await backend.agenerate(PROMPT, GenerationParams())
+        elif call == "stream":
+            list(backend.stream(PROMPT, GenerationParams()))
+        else:
+            [delta async for delta in backend.astream(PROMPT, GenerationParams())]

@@ -147,3 +147,27 @@ def test_generation_kwargs_apply_per_call(tgi_server: FakeServer) -> None:
     result = make(tgi_server).bind(max_new_tokens=2).invoke(PAIR)
     assert result.content == "".join(fake_tokens(EXPECTED)[:2])
     assert tgi_server.script.requests[0]["parameters"]["max_new_tokens"] == 2
+
+
+@pytest.mark.parametrize("kind", ["tgi", "openai"])
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream"])
+async def test_a_200_that_is_not_a_generation_fails_open(
+    request: pytest.FixtureRequest, kind: str, mode: str
+) -> None:
+    server: FakeServer = request.getfixturevalue(f"{kind}_server")
+    server.script.raw_body = "<html><body>502 Bad Gateway</body></html>"
+    aligner = AlignerRunnable(backend=kind, url=server.url, max_retries=0)  # type: ignore[arg-type]
+    if mode == "invoke":
+        result = aligner.invoke(PAIR)
+    elif mode == "ainvoke":
+        result = await aligner.ainvoke(PAIR)
+    elif mode == "stream":
+        (result,) = list(aligner.stream(PAIR))
+    else:
+        (result,) = [chunk async for chunk in aligner.astream(PAIR)]
+    assert result.content == ANSWER
+    meta = result.response_metadata
+    assert meta["aligner_corrected"] is False and "aligner_rejected" not in meta
+    assert meta["aligner_error"].startswith("AlignerBackendError")
+    with pytest.raises(AlignerBackendError):
+        aligner.model_copy(update={"on_error": "raise"}).invoke(PAIR)

@@ -6,9 +6,10 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.generation import GenerationParams
 
-__all__ = ["AlignerBackend", "Generation", "GenerationDelta"]
+__all__ = ["AlignerBackend", "Generation", "GenerationDelta", "malformed_reply", "stream_cut_short"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class AlignerBackend(ABC):
     """Turns a prompt into a completion. Backends know nothing of questions, answers or templates.
 
     Errors are raised as :class:`~langchain_aligner.errors.AlignerBackendError` (with ``retryable`` set
-    for 429/5xx/connection failures) so the caller can apply one retry policy to every backend.
+    for 429/5xx/connection failures) so the caller can apply one retry policy to every backend; so is a
+    reply that is not a generation (:func:`malformed_reply`), and a stream that ends before the piece that
+    carries its finished ``generation`` (:func:`stream_cut_short`).
     """
 
     #: Short name reported in response metadata, e.g. ``"tgi"``.
@@ -68,3 +71,15 @@ class AlignerBackend(ABC):
     def count_tokens(self, text: str) -> int | None:
         """Number of tokens of ``text`` in the backend's tokenizer, or ``None`` when it cannot tell."""
         return None
+
+
+def malformed_reply(server: str, error: BaseException) -> AlignerBackendError:
+    """A reply the client could not read as a generation (a proxy's HTML page with status 200, ...)."""
+    return AlignerBackendError(
+        f"{server} sent a reply that is not a generation: {type(error).__name__}: {error}"
+    )
+
+
+def stream_cut_short(server: str) -> AlignerBackendError:
+    """A stream that ended before its last event (the one with the finish reason)."""
+    return AlignerBackendError(f"{server}'s stream ended before its last event (no finish reason)")

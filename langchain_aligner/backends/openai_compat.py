@@ -11,9 +11,16 @@ from typing import Any
 import httpx
 import openai
 from openai import AsyncOpenAI, OpenAI
+from openai.types import Completion
 
 from langchain_aligner.backends._loop_local import LoopLocal
-from langchain_aligner.backends.base import AlignerBackend, Generation, GenerationDelta
+from langchain_aligner.backends.base import (
+    AlignerBackend,
+    Generation,
+    GenerationDelta,
+    malformed_reply,
+    stream_cut_short,
+)
 from langchain_aligner.errors import AlignerBackendError, AlignerTimeoutError
 from langchain_aligner.generation import GenerationParams
 
@@ -23,7 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 def openai_error(error: Exception) -> AlignerBackendError:
-    """Translate an ``openai`` exception into :class:`AlignerBackendError` (429/5xx/connection retryable)."""
+    """Translate an ``openai`` exception into :class:`AlignerBackendError` (429/5xx/connection retryable);
+    anything else is a reply that is not a completion."""
+    if isinstance(error, AlignerBackendError):
+        return error
     if isinstance(error, openai.APITimeoutError):
         return AlignerTimeoutError(f"the completions server did not answer in time: {error}")
     if isinstance(error, openai.APIStatusError):
@@ -38,7 +48,7 @@ def openai_error(error: Exception) -> AlignerBackendError:
         return AlignerBackendError(f"cannot reach the completions server: {error}", retryable=True)
     if isinstance(error, openai.APIError):  # an error event inside a stream
         return AlignerBackendError(f"completions server error: {error.message}", error_type=error.type)
-    raise error
+    return malformed_reply("the completions server", error)
 
 
 def _request(model: str, prompt: str, params: GenerationParams) -> dict[str, Any]:
@@ -148,18 +158,18 @@ class OpenAICompatBackend(AlignerBackend):
     def generate(self, prompt: str, params: GenerationParams) -> Generation:
         try:
             completion = self._client.completions.create(**_request(self._served_model(), prompt, params))
-        except openai.OpenAIError as error:
+            return self._finished(completion)
+        except Exception as error:
             raise openai_error(error) from error
-        return self._finished(completion)
 
     async def agenerate(self, prompt: str, params: GenerationParams) -> Generation:
         model = await asyncio.to_thread(self._served_model) if self._model is None else self._model
         client = self._async_client.get()
         try:
             completion = await client.completions.create(**_request(model, prompt, params))
-        except openai.OpenAIError as error:
+            return self._finished(completion)
+        except Exception as error:
             raise openai_error(error) from error
-        return self._finished(completion)
 
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[GenerationDelta]:
         request = _request(self._served_model(), prompt, params)
@@ -171,9 +181,10 @@ class OpenAICompatBackend(AlignerBackend):
                 for chunk in chunks:
                     if delta := state.add(chunk):
                         yield delta
-        except openai.OpenAIError as error:
+            last = state.finish()
+        except Exception as error:
             raise openai_error(error) from error
-        yield state.finish()
+        yield last
 
     async def astream(self, prompt: str, params: GenerationParams) -> AsyncIterator[GenerationDelta]:
         model = await asyncio.to_thread(self._served_model) if self._model is None else self._model
@@ -188,11 +199,16 @@ class OpenAICompatBackend(AlignerBackend):
                 async for chunk in chunks:
                     if delta := state.add(chunk):
                         yield delta
-        except openai.OpenAIError as error:
+            last = state.finish()
+        except Exception as error:
             raise openai_error(error) from error
-        yield state.finish()
+        yield last
 
     def _finished(self, completion: Any) -> Generation:
+        if not isinstance(completion, Completion):  # the client hands a body that is not JSON back as is
+            raise TypeError(
+                f"the body is a {type(completion).__name__}, not a completion: {completion!r:.200}"
+            )
         choice = completion.choices[0]
         usage = completion.usage
         return Generation(
@@ -225,6 +241,9 @@ class _StreamState:
         return GenerationDelta(choice.text)
 
     def finish(self) -> GenerationDelta:
+        """The closing piece with the finished generation; a stream without a finish reason was cut short."""
+        if self.finish_reason is None:
+            raise stream_cut_short("the completions server")
         generation = Generation(
             text="".join(self.parts),
             prompt_tokens=self.usage.prompt_tokens if self.usage else None,

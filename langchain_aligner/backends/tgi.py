@@ -13,7 +13,13 @@ from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, TextGe
 
 from langchain_aligner.backends._loop_local import LoopLocal
 from langchain_aligner.backends._stops import StopTrimmer, cut_at_stop
-from langchain_aligner.backends.base import AlignerBackend, Generation, GenerationDelta
+from langchain_aligner.backends.base import (
+    AlignerBackend,
+    Generation,
+    GenerationDelta,
+    malformed_reply,
+    stream_cut_short,
+)
 from langchain_aligner.errors import AlignerBackendError, AlignerTimeoutError
 from langchain_aligner.generation import GenerationParams
 
@@ -34,7 +40,8 @@ def tgi_error(error: Exception) -> AlignerBackendError:
     """Translate what huggingface_hub raises into :class:`AlignerBackendError`.
 
     HTTP errors carry the status on ``__cause__``; an error event inside a stream has only TGI's
-    ``error_type``, which maps back to the status TGI uses for it (``overloaded`` -> 429, ...).
+    ``error_type``, which maps back to the status TGI uses for it (``overloaded`` -> 429, ...). Anything
+    else (a body that is not JSON, JSON of another shape) is a reply that is not a generation.
     """
     if isinstance(error, AlignerBackendError):
         return error
@@ -56,7 +63,7 @@ def tgi_error(error: Exception) -> AlignerBackendError:
         return AlignerBackendError(f"TGI HTTP {status}: {error}", status=status, retryable=_retryable(status))
     if isinstance(error, httpx2.TransportError):
         return AlignerBackendError(f"cannot reach TGI: {error!r}", retryable=True)
-    raise error
+    return malformed_reply("TGI", error)
 
 
 def _error_type_of(error: TextGenerationError) -> str | None:
@@ -196,8 +203,13 @@ class TGIBackend(AlignerBackend):
                 events = client.text_generation(
                     prompt, model=f"{self.url}/generate_stream", stream=True, **_tgi_parameters(params)
                 )
+                finished = False
                 for event in events:
-                    yield from self._deltas(event, trimmer, params)
+                    for delta in self._deltas(event, trimmer, params):
+                        finished = delta.generation is not None
+                        yield delta
+                if not finished:
+                    raise stream_cut_short("TGI")
             except Exception as error:
                 raise tgi_error(error) from error
 
@@ -208,9 +220,13 @@ class TGIBackend(AlignerBackend):
                 events = await client.text_generation(
                     prompt, model=f"{self.url}/generate_stream", stream=True, **_tgi_parameters(params)
                 )
+                finished = False
                 async for event in events:
                     for delta in self._deltas(event, trimmer, params):
+                        finished = delta.generation is not None
                         yield delta
+                if not finished:
+                    raise stream_cut_short("TGI")
             except Exception as error:
                 raise tgi_error(error) from error
 
