@@ -53,9 +53,13 @@ class AlignerTemplate(BaseModel):
             answer: The upstream model's answer to correct.
             on_injection: ``"escape"`` breaks up any template marker found in the inputs, ``"raise"``
                 raises :class:`TemplateInjectionError`, ``"ignore"`` passes the inputs through unchanged.
+
+        Surrounding whitespace of both inputs is stripped (chat answers often start or end with newlines),
+        as training records are: the prompt a correction is learned on is the one it is asked with.
         """
         if on_injection not in ("escape", "raise", "ignore"):
             raise ValueError(f"on_injection must be 'escape', 'raise' or 'ignore', got {on_injection!r}")
+        question, answer = question.strip(), answer.strip()
         if on_injection != "ignore":
             question = self._guard(question, "question", on_injection)
             answer = self._guard(answer, "answer", on_injection)

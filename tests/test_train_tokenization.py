@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
+from langchain_aligner import AlignerRunnable
 from langchain_aligner.models import default_model_dir
 from langchain_aligner.templates import ALIGNER_V1, get_template
+from tests.fake_servers import FakeServer
 from train.records import QACRecord
 from train.tokenization import IGNORE_INDEX, encode_record, encode_records
 
@@ -201,3 +203,16 @@ def test_upstream_without_chat_template_is_refused(bos_tokenizer: Any) -> None:
         encode_records([RECORD], bos_tokenizer, task="upstream")
     with pytest.raises(ValueError, match="task must be one of"):
         encode_record(RECORD, bos_tokenizer, task="teacher")
+
+
+def test_runnable_prompt_and_training_prompt_agree_on_surrounding_whitespace(
+    smollm2: Any, tgi_server: FakeServer
+) -> None:
+    question, answer = "  How do I boil an egg?\n", "\n\nJust boil it.\n"
+    AlignerRunnable(backend="tgi", url=tgi_server.url).invoke({"question": question, "answer": answer})
+    served_ids = smollm2(tgi_server.script.requests[0]["inputs"])["input_ids"]
+    record = QACRecord(question=question, answer=answer, correction="Boil it for 8 minutes.")
+    encoded = encode_record(record, smollm2)
+    prompt_length = encoded["labels"].count(IGNORE_INDEX)
+    trained_ids = encoded["input_ids"][:prompt_length]
+    assert served_ids == trained_ids
