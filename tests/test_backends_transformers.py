@@ -9,7 +9,7 @@ import pytest
 
 from langchain_aligner import ALIGNER_V1, AlignerRunnable, GenerationParams
 from langchain_aligner.backends import TransformersBackend, make_backend
-from langchain_aligner.models import load_model_and_tokenizer
+from langchain_aligner.models import load_model_and_tokenizer, preferred_dtype
 
 PROMPT = ALIGNER_V1.format("How do I boil an egg?", "Put it in the microwave.")
 PARAMS = GenerationParams(max_new_tokens=12)
@@ -24,8 +24,9 @@ def backend(tiny_llama_dir: Path) -> TransformersBackend:
 
 @pytest.fixture(scope="module")
 def reference(tiny_llama_dir: Path) -> tuple[str, int, int]:
-    """Greedy text, prompt length and new-token count straight from ``model.generate``."""
-    model, tokenizer = load_model_and_tokenizer(tiny_llama_dir)
+    """Greedy text, prompt length and new-token count straight from ``model.generate``, in the dtype the
+    backend picks by default."""
+    model, tokenizer = load_model_and_tokenizer(tiny_llama_dir, dtype=preferred_dtype("cpu"))
     inputs = tokenizer(PROMPT, return_tensors="pt")
     output = model.generate(**inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     new = output[0, inputs["input_ids"].shape[1] :]
@@ -70,6 +71,18 @@ def test_stop_sequence_cuts_the_text(backend: TransformersBackend, reference: tu
         "".join(d.text for d in backend.stream(PROMPT, GenerationParams(max_new_tokens=12, stop=(stop,))))
         == expected
     )
+
+
+def test_dtype_defaults_to_the_preferred_one_and_can_be_given(
+    backend: TransformersBackend, tiny_llama_dir: Path
+) -> None:
+    import torch
+
+    model, _ = backend.load()
+    assert backend.dtype == preferred_dtype("cpu")
+    assert model.dtype == getattr(torch, backend.dtype)
+    given = TransformersBackend(tiny_llama_dir, dtype="float16")
+    assert given.dtype == "float16" and given.load()[0].dtype == torch.float16
 
 
 def test_limits_come_from_the_model(backend: TransformersBackend) -> None:

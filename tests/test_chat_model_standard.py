@@ -25,6 +25,7 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_aligner import AlignerRunnable, GenerationParams
+from langchain_aligner.backends import TransformersBackend
 from langchain_aligner.chat_model import ChatAligner
 from langchain_aligner.server.engine import BatchingEngine
 from tests.fake_servers import FakeServer, Script, fake_tokens
@@ -177,7 +178,8 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
         assert original == "You wrote 1 words, thank you for asking."
         # The same model in this process: the reference for what the server must have answered.
         params = GenerationParams(max_new_tokens=STANDARD_PARAMS["max_tokens"])
-        reference = AlignerRunnable(backend="transformers", url=self.urls["model_dir"], generation=params)
+        in_process = TransformersBackend(self.urls["model_dir"], dtype="float32")  # the server's dtype
+        reference = AlignerRunnable(backend=in_process, generation=params)
         expected = reference.invoke({"question": "Hello", "answer": original})
         assert result.response_metadata["aligner_corrected"] is True
         assert expected.content and result.content == expected.content

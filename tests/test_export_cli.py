@@ -73,7 +73,7 @@ def test_export_merges_an_adapter(tiny_llama_dir: Path, adapter: Path, tmp_path:
         )
     expected = tokenizer.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    generation = TransformersBackend(tmp_path / "out").generate(PROMPT, PARAMS)
+    generation = TransformersBackend(tmp_path / "out", dtype="float32").generate(PROMPT, PARAMS)
     assert generation.text == expected
     exported, _ = load_model_and_tokenizer(tmp_path / "out")
     name = "model.layers.0.self_attn.q_proj.weight"

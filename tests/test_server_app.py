@@ -7,6 +7,7 @@ import asyncio
 import functools
 import itertools
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from langchain_aligner import AlignerRunnable
 from langchain_aligner.cli import main
-from langchain_aligner.models import load_model_and_tokenizer
+from langchain_aligner.models import load_model_and_tokenizer, preferred_dtype
 from langchain_aligner.server.app import create_app
 from langchain_aligner.server.background import run_server_in_thread
 from langchain_aligner.server.cli import API_KEY_ENV
@@ -412,3 +413,14 @@ def test_serve_command_refuses_limits_the_model_cannot_hold(
 ) -> None:
     assert main(["serve", "--model", str(tiny_llama_dir), "--max-total-tokens", "4096"]) == 2
     assert "max_total_tokens=4096 exceeds the model's 256 positions" in caplog.text
+
+
+@pytest.mark.parametrize("given", [None, "float32"])
+def test_serve_loads_the_preferred_dtype_unless_given(
+    tiny_llama_dir: Path, caplog: pytest.LogCaptureFixture, given: str | None
+) -> None:
+    caplog.set_level(logging.INFO, logger="langchain_aligner.server.cli")
+    dtype = ["--dtype", given] if given else []
+    # Limits the model cannot hold: serve stops once the model is loaded, before it listens.
+    assert main(["serve", "--model", str(tiny_llama_dir), "--max-total-tokens", "4096", *dtype]) == 2
+    assert f"({given or preferred_dtype('cpu')} on cpu)" in caplog.text

@@ -21,6 +21,7 @@ from huggingface_hub import AsyncInferenceClient, InferenceClient
 from huggingface_hub.errors import ValidationError as HubValidationError
 
 from langchain_aligner import AlignerRunnable, GenerationParams
+from langchain_aligner.backends import TransformersBackend
 from langchain_aligner.server.engine import BatchingEngine
 from tests.test_server_app import failing_after, serve_tiny, sse_events
 
@@ -291,7 +292,9 @@ async def test_aligner_runnable_corrects_like_the_in_process_model(
     generation = GenerationParams(max_new_tokens=6)
     question = {"question": "How do I edit?", "answer": "Use the pair."}
     served = AlignerRunnable(backend=backend, url=url, generation=generation, on_error="raise")  # type: ignore[arg-type]
-    local = AlignerRunnable(backend="transformers", url=str(printable_llama_dir), generation=generation)
+    # The same model in this process, in the server's dtype (float32; in-process defaults to bf16 if native).
+    in_process = TransformersBackend(printable_llama_dir, dtype="float32")
+    local = AlignerRunnable(backend=in_process, generation=generation)
     expected = local.invoke(question).content
     assert expected and expected != question["answer"]
     assert served.invoke(question).content == expected

@@ -12,7 +12,7 @@ from langchain_aligner.backends._stops import StopTrimmer, cut_at_stop
 from langchain_aligner.backends.base import AlignerBackend, Generation, GenerationDelta
 from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.generation import GenerationParams
-from langchain_aligner.models import load_model_and_tokenizer
+from langchain_aligner.models import load_model_and_tokenizer, preferred_dtype
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -32,7 +32,9 @@ class TransformersBackend(AlignerBackend):
     Args:
         path: A model directory or ``.gguf`` file; ``None`` for the embedded default Aligner.
         model: Name reported in metadata (default: the directory or file name).
-        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; ``None`` picks
+            :func:`~langchain_aligner.models.preferred_dtype` (bfloat16 where ``device`` computes it
+            natively, e.g. CPUs with ``avx512_bf16``; else float32).
         device: Torch device.
     """
 
@@ -43,12 +45,13 @@ class TransformersBackend(AlignerBackend):
         path: str | Path | None = None,
         *,
         model: str | None = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
         device: str = "cpu",
     ) -> None:
         self.path = Path(path) if path is not None else None
         self._model_name = model or (self.path.name if self.path is not None else "aligner-default")
-        self._dtype, self._device = dtype, device
+        self.dtype = dtype or preferred_dtype(device)
+        self._device = device
         self._loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
@@ -61,7 +64,7 @@ class TransformersBackend(AlignerBackend):
         """The model and tokenizer, loaded once."""
         with self._load_lock:
             if self._loaded is None:
-                self._loaded = load_model_and_tokenizer(self.path, dtype=self._dtype, device=self._device)
+                self._loaded = load_model_and_tokenizer(self.path, dtype=self.dtype, device=self._device)
             return self._loaded
 
     def max_input_tokens(self) -> int | None:

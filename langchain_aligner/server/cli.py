@@ -54,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
-        default="float32",
-        help="Weights' dtype (default: float32).",
+        default=None,
+        help="Weights' dtype (default: bfloat16 where the device computes it natively, e.g. a CPU with "
+        "avx512_bf16; else float32).",
     )
     parser.add_argument("--device", default="cpu", help="Torch device (default: cpu).")
     parser.add_argument(
@@ -75,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, build the app and serve it until interrupted."""
     import uvicorn
 
-    from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
+    from langchain_aligner.models import default_model_dir, load_model_and_tokenizer, preferred_dtype
     from langchain_aligner.server.app import create_app
     from langchain_aligner.server.engine import BatchingEngine
 
     path = args.model if args.model is not None else default_model_dir()
-    logger.info("loading %s", path)
-    model, tokenizer = load_model_and_tokenizer(path, dtype=args.dtype, device=args.device)
+    dtype = args.dtype or preferred_dtype(args.device)
+    logger.info("loading %s (%s on %s)", path, dtype, args.device)
+    model, tokenizer = load_model_and_tokenizer(path, dtype=dtype, device=args.device)
     try:
         engine = BatchingEngine(
             model,
