@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from huggingface_hub.errors import OfflineModeIsEnabled
 
 from langchain_aligner import AlignerBackendError, AlignerTimeoutError, GenerationParams
 from langchain_aligner.backends import (
@@ -14,6 +15,7 @@ from langchain_aligner.backends import (
     TGIBackend,
     make_backend,
 )
+from langchain_aligner.backends.tgi import tgi_error
 from tests.fake_servers import MODEL_ID, FakeServer, fake_correction, fake_tokens
 
 PROMPT = "BEGINNING OF CONVERSATION: USER: Edit this: why | because ASSISTANT:"
@@ -198,3 +200,37 @@ async def test_a_200_that_is_not_a_generation_is_a_backend_error(
             list(backend.stream(PROMPT, GenerationParams()))
         else:
             [delta async for delta in backend.astream(PROMPT, GenerationParams())]
+
+
+@pytest.fixture
+def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HF_HUB_OFFLINE=1``, as huggingface_hub reads it at import (its constant), and in the environment."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.mark.usefixtures("hub_offline")
+async def test_tgi_works_with_hf_hub_offline(tgi_server: FakeServer) -> None:
+    backend = TGIBackend(tgi_server.url, timeout=5)
+    assert backend.max_input_tokens() == 4096 and backend.model_name == MODEL_ID  # /info
+    assert backend.count_tokens(PROMPT) == 1 + len(fake_tokens(PROMPT))  # /tokenize
+    assert backend.generate(PROMPT, GenerationParams()).text == FULL
+    assert (await backend.agenerate(PROMPT, GenerationParams())).text == FULL
+    assert "".join(d.text for d in backend.stream(PROMPT, GenerationParams())) == FULL
+    assert "".join([d.text async for d in backend.astream(PROMPT, GenerationParams())]) == FULL
+    # What huggingface_hub raises offline is a backend error too, should a request still meet its guard.
+    assert isinstance(tgi_error(OfflineModeIsEnabled("offline")), AlignerBackendError)
+
+
+@pytest.mark.usefixtures("hub_offline")
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_tgi_error_bodies_are_read_with_hf_hub_offline(tgi_server: FakeServer, streaming: bool) -> None:
+    tgi_server.script.fail = [422]
+    with pytest.raises(AlignerBackendError) as caught:
+        if streaming:
+            [d async for d in TGIBackend(tgi_server.url).astream(PROMPT, GenerationParams())]
+        else:
+            await TGIBackend(tgi_server.url).agenerate(PROMPT, GenerationParams())
+    assert caught.value.status == 422 and caught.value.error_type == "validation"

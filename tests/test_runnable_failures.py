@@ -171,3 +171,15 @@ async def test_a_200_that_is_not_a_generation_fails_open(
     assert meta["aligner_error"].startswith("AlignerBackendError")
     with pytest.raises(AlignerBackendError):
         aligner.model_copy(update={"on_error": "raise"}).invoke(PAIR)
+
+
+def test_hf_hub_offline_does_not_stop_the_tgi_backend(
+    tgi_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    aligner = make(tgi_server)
+    assert aligner.invoke(PAIR).content == EXPECTED
+    assert "".join(str(c.content) for c in aligner.stream(PAIR)) == EXPECTED

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
-from huggingface_hub import AsyncInferenceClient, InferenceClient, get_async_session, get_session
+from huggingface_hub import AsyncInferenceClient, InferenceClient
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, TextGenerationError
+from huggingface_hub.utils import hf_raise_for_status
 
 from langchain_aligner.backends._loop_local import LoopLocal
 from langchain_aligner.backends._stops import StopTrimmer, cut_at_stop
@@ -61,7 +62,7 @@ def tgi_error(error: Exception) -> AlignerBackendError:
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code
         return AlignerBackendError(f"TGI HTTP {status}: {error}", status=status, retryable=_retryable(status))
-    if isinstance(error, httpx2.TransportError):
+    if isinstance(error, (httpx2.TransportError, OSError)):
         return AlignerBackendError(f"cannot reach TGI: {error!r}", retryable=True)
     return malformed_reply("TGI", error)
 
@@ -91,12 +92,56 @@ def _tgi_parameters(params: GenerationParams) -> dict[str, Any]:
     }
 
 
+class _InferenceClient(InferenceClient):
+    """``InferenceClient`` on the backend's own HTTP client (see :func:`_async_http_client`)."""
+
+    def __init__(self, http: httpx2.Client, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._http = http
+
+    def _inner_post(self, request_parameters: Any, *, stream: bool = False) -> Any:
+        """huggingface_hub's ``_inner_post`` for a URL, on ``self._http`` instead of the shared session
+        (timeouts and HTTP errors are translated by :func:`tgi_error`)."""
+        response_cm = self._http.stream(
+            "POST",
+            request_parameters.url,
+            json=request_parameters.json,
+            content=request_parameters.data,
+            headers=request_parameters.headers,
+            cookies=self.cookies,
+            timeout=self.timeout,
+        )
+        if stream:
+            response = self.exit_stack.enter_context(response_cm)
+            hf_raise_for_status(response)
+            return response.iter_lines()
+        with response_cm as response:
+            hf_raise_for_status(response)
+            return response.read()
+
+
+def _async_http_client() -> httpx2.AsyncClient:
+    """An HTTP client like huggingface_hub's, without its offline guard.
+
+    huggingface_hub's sessions refuse every request under ``HF_HUB_OFFLINE=1`` (``OfflineModeIsEnabled``),
+    a TGI on 127.0.0.1 included; the backend talks to the URL it was given, so it uses its own clients. An
+    error response is read at once, so that an error in a stream can be parsed (as huggingface_hub does).
+    """
+
+    async def read_errors(response: httpx2.Response) -> None:
+        if response.status_code >= 400:
+            await response.aread()
+
+    return httpx2.AsyncClient(event_hooks={"response": [read_errors]}, follow_redirects=True, timeout=None)
+
+
 class TGIBackend(AlignerBackend):
     """Calls a TGI server (or anything that speaks TGI's ``/generate`` API, like ``langchain-aligner serve``).
 
     The prompt is sent as is: TGI adds the BOS token itself. Token counts come from TGI's ``details``
     (``/generate`` reports generated tokens only; ``/generate_stream`` reports the input length too).
-    ``/info`` is read once for ``max_input_tokens`` and the model id; ``/tokenize`` counts tokens.
+    ``/info`` is read once for ``max_input_tokens`` and the model id; ``/tokenize`` counts tokens. Requests
+    go to ``url`` even with ``HF_HUB_OFFLINE=1`` (which only keeps huggingface_hub off the Hub).
 
     Args:
         url: Base URL of the server, e.g. ``http://127.0.0.1:8080``.
@@ -121,9 +166,10 @@ class TGIBackend(AlignerBackend):
         self.timeout = timeout
         self._model = model
         self._client_kwargs: dict[str, Any] = {"timeout": timeout, "api_key": api_key, "headers": headers}
-        self._client = InferenceClient(**self._client_kwargs)
-        self._async_client = LoopLocal(lambda: AsyncInferenceClient(**self._client_kwargs))
-        self._async_http = LoopLocal(get_async_session)
+        self._http = httpx2.Client(follow_redirects=True, timeout=None)
+        self._client = _InferenceClient(self._http, **self._client_kwargs)
+        self._async_http = LoopLocal(_async_http_client)
+        self._async_client = LoopLocal(self._make_async_client)
         self._info: dict[str, Any] | object = _UNKNOWN
         self._info_lock = threading.Lock()
 
@@ -137,7 +183,7 @@ class TGIBackend(AlignerBackend):
         with self._info_lock:
             if self._info is _UNKNOWN:
                 try:
-                    response = get_session().get(
+                    response = self._http.get(
                         f"{self.url}/info", headers=self._headers(), timeout=self.timeout
                     )
                     response.raise_for_status()
@@ -158,7 +204,7 @@ class TGIBackend(AlignerBackend):
     def count_tokens(self, text: str) -> int | None:
         """Count tokens with the server's ``/tokenize`` route (BOS included, as ``/generate`` counts)."""
         try:
-            response = get_session().post(
+            response = self._http.post(
                 f"{self.url}/tokenize",
                 json={"inputs": text},
                 headers=self._headers(),
@@ -197,7 +243,7 @@ class TGIBackend(AlignerBackend):
 
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[GenerationDelta]:
         # A client per stream: huggingface_hub keeps a stream's response open until its client is closed.
-        with InferenceClient(**self._client_kwargs) as client:
+        with _InferenceClient(self._http, **self._client_kwargs) as client:
             trimmer = StopTrimmer(params.stop)
             try:
                 events = client.text_generation(
@@ -230,13 +276,17 @@ class TGIBackend(AlignerBackend):
             except Exception as error:
                 raise tgi_error(error) from error
 
-    def _stream_client(self) -> AsyncInferenceClient:
-        """A client for one stream, closed with it (huggingface_hub keeps a stream open until its client
-        closes). It shares the loop's connection pool, as a new pool costs a TLS context (~30 ms) per
-        stream; should huggingface_hub rename the attribute, the client just makes its own pool."""
+    def _make_async_client(self) -> AsyncInferenceClient:
+        """An async client on this loop's connection pool (see :func:`_async_http_client`).
+
+        A client per stream is closed with it (huggingface_hub keeps a stream open until its client closes);
+        sharing the pool saves a TLS context (~30 ms) per stream.
+        """
         client = AsyncInferenceClient(**self._client_kwargs)
         client._async_client = self._async_http.get()
         return client
+
+    _stream_client = _make_async_client
 
     def _deltas(
         self, event: Any, trimmer: StopTrimmer, params: GenerationParams
