@@ -130,7 +130,11 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     max_input_tokens: int | None = Field(
         default=None,
         gt=0,
-        description="Prompt token limit; the backend's own limit (TGI /info) also applies.",
+        description=(
+            "Prompt token limit (the backend is then not asked). Unset: the backend's, with room for "
+            "max_new_tokens: TGI min(max_input_tokens, max_total_tokens - max_new_tokens) from /info, "
+            "OpenAI-compatible servers the context length - max_new_tokens."
+        ),
     )
     question_key: str = "question"
     answer_key: str = "answer"
@@ -143,7 +147,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     _backend: AlignerBackend = PrivateAttr()
     _template: AlignerTemplate = PrivateAttr()
     _cache: LRUCache[Generation] = PrivateAttr()
-    _limit: int | None = PrivateAttr(default=None)
+    _limits: dict[int, int] = PrivateAttr(default_factory=dict)
 
     @field_validator("template")
     @classmethod
@@ -245,7 +249,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             return early
         start = time.perf_counter()
         try:
-            fitted = self._fit(item, self._input_limit())
+            fitted = self._fit(item, self._prompt_limit(params))
             generation, attempts = call_with_retries(
                 lambda: self._generate(fitted.prompt, params, run_manager),
                 **self._retry_settings(),
@@ -269,7 +273,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             return early
         start = time.perf_counter()
         try:
-            fitted = await self._afit(item)
+            fitted = await self._afit(item, params)
             generation, attempts = await acall_with_retries(
                 lambda: self._agenerate(fitted.prompt, params, run_manager),
                 **self._retry_settings(),
@@ -360,7 +364,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         llm_run: CallbackManagerForLLMRun | None = None
         emitted = False
         try:
-            fitted = self._fit(item, self._input_limit())
+            fitted = self._fit(item, self._prompt_limit(params))
             (llm_run,) = self._start_llm_run(run_manager, fitted.prompt, params)
             # Retries cover opening the stream up to its first piece; later failures cannot be retried.
             (deltas, first), attempts = call_with_retries(
@@ -410,7 +414,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         llm_run: AsyncCallbackManagerForLLMRun | None = None
         emitted = False
         try:
-            fitted = await self._afit(item)
+            fitted = await self._afit(item, params)
             (llm_run,) = await self._start_llm_run(run_manager, fitted.prompt, params)
             (deltas, first), attempts = await acall_with_retries(
                 lambda: _aopen_stream(self._backend.astream(fitted.prompt, params)),
@@ -480,19 +484,25 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     def _cache_key(self, item: AlignerInput, params: GenerationParams) -> _CacheKey:
         return (self._template.template, item.question, item.answer, params)
 
-    def _input_limit(self) -> int | None:
-        """The prompt token limit: the configured one and the backend's, whichever is lower.
+    def _prompt_limit(self, params: GenerationParams) -> int | None:
+        """The prompt token limit: ``max_input_tokens`` when set (the backend is not asked), else the
+        backend's :meth:`~AlignerBackend.prompt_limit`, which leaves room for ``params.max_new_tokens``.
 
         Kept once known; asked again while unknown (the server may not have been reachable yet).
         """
-        if self._limit is None:
-            limits = [n for n in (self.max_input_tokens, self._backend.max_input_tokens()) if n]
-            self._limit = min(limits) if limits else None
-        return self._limit
+        if self.max_input_tokens is not None:
+            return self.max_input_tokens
+        if params.max_new_tokens not in self._limits:
+            limit = self._backend.prompt_limit(params.max_new_tokens)
+            if limit is None:
+                return None
+            self._limits[params.max_new_tokens] = limit
+        return self._limits[params.max_new_tokens]
 
-    async def _afit(self, item: AlignerInput) -> FittedPair:
-        """:func:`fit_pair` without blocking the loop: counting tokens may be an HTTP call."""
-        limit = self._limit or await asyncio.to_thread(self._input_limit)
+    async def _afit(self, item: AlignerInput, params: GenerationParams) -> FittedPair:
+        """:func:`fit_pair` without blocking the loop: the limit and token counts may be HTTP calls."""
+        known = self.max_input_tokens is not None or params.max_new_tokens in self._limits
+        limit = self._prompt_limit(params) if known else await asyncio.to_thread(self._prompt_limit, params)
         prompt = self._template.format(item.question, item.answer, on_injection=self.on_injection)
         if fits_without_counting(prompt, limit):
             return FittedPair(prompt, False)

@@ -88,8 +88,12 @@ class Script:
     delay: float = 0.0
     #: Send an error event after this many streamed tokens.
     stream_error_after: int | None = None
-    #: ``max_input_tokens`` reported by ``/info`` and enforced with a 422.
+    #: TGI: ``max_input_tokens`` of ``/info``, enforced with a 422. OpenAI: the context length
+    #: (``max_model_len``): prompt plus ``max_tokens`` beyond it is a 400, as on vLLM.
     max_input_tokens: int = 4096
+    #: TGI: ``max_total_tokens`` of ``/info`` (``None``: ``max_input_tokens + 1024``); input plus
+    #: ``max_new_tokens`` beyond it is a 422, as on TGI.
+    max_total_tokens: int | None = None
     #: What the model writes instead of :func:`fake_correction`'s reply, e.g. ``""`` or ``"1. 1. 1. 1."``.
     reply: str | None = None
     #: Answer generation routes (streamed or not) with a 200 and this ``text/html`` body (a proxy's page).
@@ -127,7 +131,7 @@ class FakeServer:
         self.script.fail.clear()
         self.script.requests.clear()
         self.script.delay, self.script.stream_error_after, self.script.max_input_tokens = 0.0, None, 4096
-        self.script.reply, self.script.raw_body = None, None
+        self.script.reply, self.script.raw_body, self.script.max_total_tokens = None, None, None
         return self.script
 
 
@@ -168,7 +172,18 @@ def _tgi_validate(body: dict[str, Any], script: Script) -> str | None:
             f"Input validation error: `inputs` must have less than {script.max_input_tokens} tokens. "
             f"Given: {input_tokens}"
         )
+    max_new_tokens = params.get("max_new_tokens") or 100
+    if input_tokens + max_new_tokens > _max_total_tokens(script):
+        return (
+            f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= "
+            f"{_max_total_tokens(script)}. Given: {input_tokens} `inputs` tokens and {max_new_tokens} "
+            "`max_new_tokens`"
+        )
     return None
+
+
+def _max_total_tokens(script: Script) -> int:
+    return script.max_total_tokens or script.max_input_tokens + 1024
 
 
 def _token(i: int, text: str) -> dict[str, Any]:
@@ -186,7 +201,7 @@ def _tgi_app(script: Script) -> FastAPI:
             "max_best_of": 2,
             "max_stop_sequences": 4,
             "max_input_tokens": script.max_input_tokens,
-            "max_total_tokens": script.max_input_tokens + 1024,
+            "max_total_tokens": _max_total_tokens(script),
             "validation_workers": 2,
             "max_client_batch_size": 4,
             "router": "text-generation-router",
@@ -309,13 +324,17 @@ def _openai_app(script: Script) -> FastAPI:
         if script.raw_body is not None:
             return HTMLResponse(script.raw_body)
         prompt_tokens = len(fake_tokens(body["prompt"]))
-        if prompt_tokens > script.max_input_tokens:
+        max_tokens = body.get("max_tokens") or 16
+        if prompt_tokens + max_tokens > script.max_input_tokens:
             return _openai_error(
-                400, f"This model's maximum context length is {script.max_input_tokens} tokens."
+                400,
+                f"This model's maximum context length is {script.max_input_tokens} tokens. However, you "
+                f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, "
+                f"{max_tokens} in the completion).",
             )
         stops = body.get("stop") or []
         stops = [stops] if isinstance(stops, str) else stops
-        tokens, finish = fake_generate(body["prompt"], body.get("max_tokens") or 16, stops, script.reply)
+        tokens, finish = fake_generate(body["prompt"], max_tokens, stops, script.reply)
         text = "".join(tokens)
         cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
         finish = "length" if finish == "length" else "stop"

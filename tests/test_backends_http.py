@@ -98,8 +98,13 @@ def test_tgi_greedy_is_do_sample_false(tgi_server: FakeServer) -> None:
 
 def test_input_limit_and_token_count_come_from_the_server(served: tuple[AlignerBackend, FakeServer]) -> None:
     backend, server = served
-    server.script.max_input_tokens = 77
-    assert backend.max_input_tokens() == 77
+    server.script.max_input_tokens, server.script.max_total_tokens = 77, 78  # TGI's usual sizing
+    if isinstance(backend, TGIBackend):
+        assert (backend.max_input_tokens(), backend.max_total_tokens()) == (77, 78)
+        assert backend.prompt_limit(16) == 78 - 16 and backend.prompt_limit(1) == 77
+    else:  # max_model_len is the context length: prompt and completion together
+        assert (backend.max_input_tokens(), backend.max_total_tokens()) == (None, 77)
+        assert backend.prompt_limit(16) == 77 - 16
     count = backend.count_tokens(PROMPT)
     assert count is not None and count >= len(fake_tokens(PROMPT))
 

@@ -154,3 +154,32 @@ def test_openai_backend_through_the_runnable(openai_server: FakeServer) -> None:
     assert result.usage_metadata["output_tokens"] == len(fake_tokens(expected()))
     chunks = list(aligner.stream({"question": QUESTION, "answer": ANSWER}))
     assert "".join(str(c.content) for c in chunks) == expected()
+
+
+@pytest.mark.parametrize("kind", ["tgi", "openai"])
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_truncation_leaves_room_for_the_new_tokens(
+    request: pytest.FixtureRequest, kind: str, streaming: bool
+) -> None:
+    """TGI sized as usual (max_input = max_total - 1), an OpenAI server with a context of 100 tokens: a long
+    answer is cut so that prompt + max_new_tokens fits, instead of a 422/400 and the answer uncorrected."""
+    server: FakeServer = request.getfixturevalue(f"{kind}_server")
+    server.script.max_input_tokens, server.script.max_total_tokens = 100, 101
+    context = 101 if kind == "tgi" else 100
+    answer = " ".join(f"word{i}" for i in range(150))
+    aligner = AlignerRunnable(backend=kind, url=server.url, max_retries=0, generation={"max_new_tokens": 16})  # type: ignore[arg-type]
+    pair = {"question": QUESTION, "answer": answer}
+    if streaming:
+        chunks = [chunk async for chunk in aligner.astream(pair)]
+        result, text = chunks[-1], "".join(str(c.content) for c in chunks)
+    else:
+        result = await aligner.ainvoke(pair)
+        text = str(result.content)
+    (body,) = server.script.requests
+    sent = body.get("inputs") or body["prompt"]
+    assert result.response_metadata["aligner_corrected"] is True, result.response_metadata.get(
+        "aligner_error"
+    )
+    assert result.response_metadata["aligner_truncated"] is True
+    assert text == "".join(fake_tokens(fake_correction(sent))[:16])
+    assert len(fake_tokens(sent)) + (kind == "tgi") + 16 <= context

@@ -65,8 +65,19 @@ class AlignerBackend(ABC):
         """Async :meth:`stream`."""
 
     def max_input_tokens(self) -> int | None:
-        """The most prompt tokens the backend accepts, or ``None`` when unknown."""
+        """The most prompt tokens the backend accepts (TGI's ``max_input_tokens``), or ``None``."""
         return None
+
+    def max_total_tokens(self) -> int | None:
+        """The most prompt plus generated tokens (the context length), or ``None`` when unknown."""
+        return None
+
+    def prompt_limit(self, max_new_tokens: int) -> int | None:
+        """The most prompt tokens that leave room for ``max_new_tokens``: ``max_input_tokens``, and at most
+        ``max_total_tokens - max_new_tokens``; ``None`` when the backend knows neither."""
+        total = self.max_total_tokens()
+        limits = [n for n in (self.max_input_tokens(), total and total - max_new_tokens) if n is not None]
+        return min(limits) if limits else None
 
     def count_tokens(self, text: str) -> int | None:
         """Number of tokens of ``text`` in the backend's tokenizer, or ``None`` when it cannot tell."""

@@ -81,8 +81,8 @@ class OpenAICompatBackend(AlignerBackend):
         api_key: Bearer token (servers started without one accept any value).
         headers: Extra HTTP headers.
 
-    ``max_input_tokens`` is vLLM's ``max_model_len`` from ``/v1/models`` when listed; tokens are counted
-    with vLLM's ``/tokenize`` when the server has it.
+    ``max_total_tokens`` (the context length: prompt plus completion) is vLLM's ``max_model_len`` from
+    ``/v1/models`` when listed; tokens are counted with vLLM's ``/tokenize`` when the server has it.
     """
 
     name = "openai"
@@ -135,7 +135,7 @@ class OpenAICompatBackend(AlignerBackend):
                 self._model_info = chosen.model_dump()
             return self._model_info
 
-    def max_input_tokens(self) -> int | None:
+    def max_total_tokens(self) -> int | None:
         try:
             value = self._listed_model().get("max_model_len")
         except AlignerBackendError as error:

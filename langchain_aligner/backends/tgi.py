@@ -140,7 +140,7 @@ class TGIBackend(AlignerBackend):
 
     The prompt is sent as is: TGI adds the BOS token itself. Token counts come from TGI's ``details``
     (``/generate`` reports generated tokens only; ``/generate_stream`` reports the input length too).
-    ``/info`` is read once for ``max_input_tokens`` and the model id; ``/tokenize`` counts tokens. Requests
+    ``/info`` is read once for the token limits and the model id; ``/tokenize`` counts tokens. Requests
     go to ``url`` even with ``HF_HUB_OFFLINE=1`` (which only keeps huggingface_hub off the Hub).
 
     Args:
@@ -199,6 +199,10 @@ class TGIBackend(AlignerBackend):
 
     def max_input_tokens(self) -> int | None:
         value = self.info().get("max_input_tokens")
+        return int(value) if value else None
+
+    def max_total_tokens(self) -> int | None:
+        value = self.info().get("max_total_tokens")
         return int(value) if value else None
 
     def count_tokens(self, text: str) -> int | None:
