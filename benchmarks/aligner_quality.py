@@ -314,6 +314,15 @@ def correct_local(model_dir: Path, items: Sequence[Item], args: argparse.Namespa
     return generate_batched(model, tokenizer, prompts, args.max_new_tokens, args.batch_size), tokenizer
 
 
+def cache_key(model_dir: Path | str, items: Sequence[Item], args: argparse.Namespace) -> str:
+    """What a local row's corrections depend on: the model directory (the embedded default's and an adapter's
+    are named after the adapter's content), the items and the generation settings."""
+    settings = [args.template, args.max_new_tokens, args.max_input_tokens, args.batch_size, args.dtype]
+    settings += [args.device]
+    text = json.dumps([str(model_dir), settings, [(it.category, it.question, it.answer) for it in items]])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
 def correct_served(url: str, items: Sequence[Item], args: argparse.Namespace) -> list[str]:
     """Corrections by a TGI-served Aligner: the runnable's backend, prompt fitting and retries, no guard."""
     from tqdm import tqdm
@@ -483,6 +492,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "aligner_quality")
     parser.add_argument("--check", metavar="ROW", help="print the targets this row misses")
     parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="generate every local row anew instead of reusing OUTPUT_DIR/cache (keyed by model directory, "
+        "items and generation settings)",
+    )
+    parser.add_argument(
         "--targets", action="store_true", help="exit 1 if the --check row (default: the last) misses a target"
     )
     args = parser.parse_args(argv)
@@ -525,9 +540,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             if kind == "served":
                 texts = correct_served(str(target), flat, args)
             else:
-                texts, tokenizer = correct_local(Path(target), flat, args)
-                budget_tokenizer = budget_tokenizer or tokenizer
-                gc.collect()
+                cache = (
+                    None
+                    if args.no_cache
+                    else args.output_dir / "cache" / f"{cache_key(target, flat, args)}.json"
+                )
+                if cache is not None and cache.is_file():
+                    texts = json.loads(cache.read_text())
+                    logger.info("%s: corrections from %s", row.name, cache)
+                    if budget_tokenizer is None:
+                        from transformers import AutoTokenizer
+
+                        budget_tokenizer = AutoTokenizer.from_pretrained(str(target))
+                else:
+                    texts, tokenizer = correct_local(Path(target), flat, args)
+                    budget_tokenizer = budget_tokenizer or tokenizer
+                    gc.collect()
+                    if cache is not None:
+                        cache.parent.mkdir(parents=True, exist_ok=True)
+                        staging = cache.with_suffix(".tmp")
+                        staging.write_text(json.dumps(texts))
+                        staging.replace(cache)
             seconds[row.name] = time.perf_counter() - start
             outputs[row.name] = by_category(texts)
             logger.info("%s (%s): %d corrections in %.0f s", row.name, target, len(texts), seconds[row.name])

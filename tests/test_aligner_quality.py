@@ -344,6 +344,30 @@ def test_main_scores_copy_a_local_model_and_a_served_aligner(
     assert json.loads((out / "results.json").read_text())["missed_targets"]["tiny"]
 
 
+def test_a_local_rows_corrections_are_reused_from_the_cache(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    out = tmp_path / "out"
+    argv = ["--records", str(records), "--aligner", f"tiny={tiny_llama_dir}", "--max-new-tokens", "6"]
+    argv += ["--batch-size", "4", "--output-dir", str(out)]
+    assert bench.main(argv) == 0
+    first = (out / "items.jsonl").read_text()
+    assert len(list((out / "cache").glob("*.json"))) == 1
+
+    def no_generation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(bench, "correct_local", no_generation)
+    assert bench.main(argv) == 0
+    assert (out / "items.jsonl").read_text() == first
+    with pytest.raises(AssertionError, match="generated again"):
+        bench.main([*argv, "--max-new-tokens", "7"])  # other settings, another key
+    with pytest.raises(AssertionError, match="generated again"):
+        bench.main([*argv, "--no-cache"])
+
+
 def test_a_served_aligners_empty_corrections_count_as_broken_not_as_copies(
     tiny_llama_dir: Path, tgi_server: FakeServer, tmp_path: Path
 ) -> None:
