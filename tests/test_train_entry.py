@@ -36,3 +36,19 @@ def test_unknown_or_missing_subcommand_prints_usage(
     assert entry.main(argv) == 2
     assert "usage: python -m train {sft,dpo}" in capsys.readouterr().err
     assert received == []
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_the_subcommands_and_succeeds(
+    flag: str, received: list[list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert entry.main([flag]) == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m train {sft,dpo}" in out
+    assert all(f"\n  {name}" in out for name in entry.COMMANDS)
+    assert received == []
+
+
+def test_subcommand_help_is_the_subcommand_s(received: list[list[str]]) -> None:
+    assert entry.main(["sft", "--help"]) == 0
+    assert received == [["--help"]]

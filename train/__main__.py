@@ -12,6 +12,11 @@ COMMANDS = {
     "sft": "train.sft",  # supervised fine-tuning: an Aligner on Q-A-C records
     "dpo": "train.dpo",  # preference tuning of the upstream model on (correction > original) pairs
 }
+HELP = {
+    "sft": "supervised fine-tuning of an Aligner on Q-A-C records (or of the upstream model: task=upstream)",
+    "dpo": "preference tuning of the upstream model on (correction > original answer) pairs",
+}
+USAGE = f"usage: python -m train {{{','.join(COMMANDS)}}} --config CONFIG.yaml [key=value ...]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,9 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     # The DeepSpeed launcher puts `--local_rank=N` before the subcommand: hand it on to the subcommand.
     launcher_args = [a for a in argv if a.startswith("--local_rank=")]
     argv = [a for a in argv if not a.startswith("--local_rank=")]
+    if argv[:1] in (["-h"], ["--help"]):
+        commands = "".join(f"\n  {name:<5} {text}" for name, text in HELP.items())
+        print(f"{USAGE}\n\nsubcommands (python -m train SUBCOMMAND --help for its options):{commands}")
+        return 0
     if not argv or argv[0] not in COMMANDS:
-        usage = f"usage: python -m train {{{','.join(COMMANDS)}}} --config CONFIG.yaml [key=value ...]"
-        print(usage, file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]])
     return int(module.main(argv[1:] + launcher_args) or 0)
