@@ -53,3 +53,35 @@ def test_shipped_upstream_config_reads_the_bootstrap_qac_file() -> None:
     config = load_config(SFTConfig, CONFIG_DIR / "sft-upstream.yaml")
     assert config.task == "upstream" and config.identity_warmup_share == 0.0
     assert config.data == [{"kind": "jsonl", "path": "runs/bootstrap/03_data/qac.jsonl"}]
+
+
+def test_export_checkpoint_writes_the_last_checkpoint_as_the_run_would(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """``--export-checkpoint`` exports a run's last checkpoint without training further: here the end of a
+    finished run, so the re-export must equal the run's own export."""
+    import subprocess
+
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.test_train_deepspeed import launcher_command
+
+    data = write_qac(tmp_path / "qac.jsonl", count=16)
+    output = tmp_path / "run"
+    overrides = ["eval_share=0", "deepspeed=ds_zero2.json", "lora={r: 4, alpha: 8, dropout: 0.0}"]
+    command, env = launcher_command(tiny_llama_dir, data, output, *overrides, ranks=1)
+    empty = subprocess.run([*command, "--export-checkpoint"], capture_output=True, text=True, env=env)
+    assert empty.returncode != 0 and "no checkpoint to export" in empty.stderr
+    run_sft(tiny_llama_dir, data, output, *overrides, ranks=1)
+    log = (output / "loss_log.jsonl").read_text()
+    trained = load_file(output / "adapter" / "adapter_model.safetensors")
+    (output / "adapter" / "adapter_model.safetensors").unlink()
+    result = subprocess.run([*command, "--export-checkpoint"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exported the step-" in result.stderr
+    exported = load_file(output / "adapter" / "adapter_model.safetensors")
+    assert exported.keys() == trained.keys()
+    for name, tensor in exported.items():
+        assert torch.equal(tensor, trained[name]), name
+    assert (output / "loss_log.jsonl").read_text() == log  # no step was trained again

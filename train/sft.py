@@ -27,10 +27,15 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTConfig, argparse.Namespace]:
-    """Parse ``--config``, ``--resume`` and ``key=value`` overrides into an :class:`SFTConfig`."""
+    """Parse ``--config``, ``--resume``, ``--export-checkpoint`` and ``key=value`` overrides."""
     parser = argparse.ArgumentParser(prog="python -m train sft", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="YAML or JSON config (train/configs/sft-aligner.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument(
+        "--export-checkpoint",
+        action="store_true",
+        help="export the last checkpoint as it is (model, and adapter for LoRA) without training further",
+    )
     parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # the launcher's
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lora.r=8")
     args = parser.parse_args(argv)
@@ -38,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTConfig, argparse.N
         config = load_config(SFTConfig, args.config, args.overrides)
     except ConfigError as exc:
         parser.error(str(exc))
-    if args.resume:
+    if args.resume or args.export_checkpoint:
         config.resume = True
     return config, args
 
@@ -82,7 +87,7 @@ def apply_lora(model: Any, config: SFTConfig) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run supervised fine-tuning; returns the process exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config, _ = parse_args(argv)
+    config, args = parse_args(argv)
 
     from transformers import set_seed
 
@@ -122,6 +127,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     scored = encode(held_out) if held_out and config.eval_each_epoch else None
     trainer = SFTTrainer(config, model, tokenizer, dataset, phases, scored)
+    if args.export_checkpoint:
+        if not trainer.resume():
+            raise SystemExit(f"no checkpoint to export in {config.output_dir}")
+        model_dir = trainer.export()
+        if rank == 0:
+            logger.info(
+                "exported the step-%d checkpoint (of %d steps) to %s",
+                trainer.step,
+                len(trainer.plan),
+                model_dir,
+            )
+        return 0
     result = trainer.train()
     model_dir = trainer.export()
     if rank == 0:
