@@ -12,8 +12,8 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,7 +217,7 @@ def export_model(
     if dtype is not None:
         model.to(_torch_dtype(dtype))  # type: ignore[arg-type]  # in place, as nn.Module.to
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    staging = _staging_dir(output_dir)
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -250,11 +250,10 @@ def install_adapter(
         name: tensor.to(_torch_dtype(dtype)) for name, tensor in load_file(source / ADAPTER_WEIGHTS).items()
     }
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = _staging_dir(target)
     try:
         save_file(weights, staging / ADAPTER_WEIGHTS, metadata={"format": "pt"})
         shutil.copyfile(source / ADAPTER_CONFIG, staging / ADAPTER_CONFIG)
-        staging.chmod(0o755)
         _swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -307,8 +306,24 @@ def _replaceable(directory: Path) -> bool:
     return directory.is_dir() and (not any(directory.iterdir()) or (directory / EXPORT_RECORD).is_file())
 
 
+def _staging_dir(target: Path) -> Path:
+    """A new empty directory beside ``target``, to be swapped into place; made as ``mkdir`` makes one (mode
+    0777 less the umask, usually 0755), not 0700 as ``tempfile.mkdtemp``: a server running as another user
+    must be able to read what is moved into place."""
+    staging = target.with_name(f".{target.name}-{secrets.token_hex(8)}")
+    staging.mkdir()
+    return staging
+
+
 def _swap_into_place(staging: Path, output_dir: Path) -> None:
-    """Move ``staging`` to ``output_dir``; an earlier ``output_dir`` is moved aside first, then deleted."""
+    """Move ``staging`` to ``output_dir``; an earlier ``output_dir`` is moved aside first, then deleted.
+
+    Its files first get the directory's read and write bits (0644 under the usual umask): some writers, such
+    as safetensors, create them 0600, which a server running as another user cannot read."""
+    mode = staging.stat().st_mode & 0o666
+    for path in staging.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
     old = output_dir.with_name(f"{staging.name}-old")
     if output_dir.exists():
         output_dir.rename(old)

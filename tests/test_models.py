@@ -227,6 +227,20 @@ def test_a_failed_export_leaves_nothing_behind(
     assert sorted(p.name for p in earlier.iterdir()) == earlier_files
 
 
+def test_export_is_world_readable_like_save_pretrained(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    model, tokenizer = load_model_and_tokenizer(tiny_llama_dir)
+    previous = os.umask(0o022)
+    try:
+        out = export_model(model, tokenizer, tmp_path / "export")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # a TGI or vLLM user other than ours can list it
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
+
+
 def test_export_replaces_an_earlier_export_but_nothing_else(tiny_llama_dir: Path, tmp_path: Path) -> None:
     model, tokenizer = load_model_and_tokenizer(tiny_llama_dir)
     out = export_model(model, tokenizer, tmp_path / "out", dtype="float16")
