@@ -34,6 +34,7 @@ from tests.test_server_app import serve_tiny
 # Both suites pass these to ChatAligner; the other standard parameters (temperature, timeout, max_retries,
 # api_key) belong to the inner model and to the Aligner's backend, and ChatAligner refuses unknown fields.
 STANDARD_PARAMS = {"max_tokens": 100, "stop": []}
+ALIGNER_MAX_NEW_TOKENS = 100
 
 
 class TestChatAlignerUnit(ChatModelUnitTests):
@@ -153,7 +154,14 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
             # Its own async client: ChatOpenAI's shared default one outlives pytest-asyncio's per-test loops.
             http_async_client=openai.DefaultAsyncHttpxClient(),
         )
-        return {"llm": inner, "aligner": {"backend": "tgi", "url": self.urls["aligner"], "max_retries": 0}}
+        # max_new_tokens leaves room for a prompt in the server's 256 total tokens (as TGI requires).
+        aligner = {
+            "backend": "tgi",
+            "url": self.urls["aligner"],
+            "max_retries": 0,
+            "generation": {"max_new_tokens": ALIGNER_MAX_NEW_TOKENS},
+        }
+        return {"llm": inner, "aligner": aligner}
 
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
@@ -177,7 +185,7 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
         original = result.response_metadata["aligner_original_answer"]
         assert original == "You wrote 1 words, thank you for asking."
         # The same model in this process: the reference for what the server must have answered.
-        params = GenerationParams(max_new_tokens=STANDARD_PARAMS["max_tokens"])
+        params = GenerationParams(max_new_tokens=ALIGNER_MAX_NEW_TOKENS)
         in_process = TransformersBackend(self.urls["model_dir"], dtype="float32")  # the server's dtype
         reference = AlignerRunnable(backend=in_process, generation=params)
         expected = reference.invoke({"question": "Hello", "answer": original})
