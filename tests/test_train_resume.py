@@ -1,10 +1,10 @@
-"""Resuming keeps the data order: the plan is fixed by the seed, and a two-rank ZeRO-2 run killed after a
-checkpoint and resumed ends like an uninterrupted run (same data order, losses and final weights)."""
+"""Resuming keeps the data order: the plan is fixed by the seed, and a two-rank ZeRO-2 LoRA run with dropout,
+killed after a checkpoint and resumed, ends like an uninterrupted run (same data order, losses and final
+weights: the resumed ranks draw the same dropout masks)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -17,7 +17,14 @@ from safetensors.torch import load_file
 from tests.test_train_deepspeed import launcher_command, read_log, run_sft, write_qac
 from train.batching import Phase, PlannedStep, plan_training
 
-OVERRIDES = ("deepspeed=ds_zero2.json", "eval_share=0", "save_steps=3", "save_total_limit=null")
+OVERRIDES = (
+    "deepspeed=ds_zero2.json",
+    "eval_share=0",
+    "save_steps=3",
+    "save_total_limit=null",
+    "lora.r=8",
+    "lora.dropout=0.2",  # dropout draws from the RNG, whose state a resumed run must restore
+)
 
 
 def checkpoint_complete(checkpoints: Path, tag: str, ranks: int = 2) -> bool:
@@ -31,9 +38,12 @@ def checkpoint_complete(checkpoints: Path, tag: str, ranks: int = 2) -> bool:
 
 
 def kill_after_first_checkpoint(model_dir: Path, data: Path, output: Path) -> None:
-    """Start the run, SIGKILL all its processes once checkpoint ``step-3`` is complete. A run that finished
-    before the kill landed is rewound instead: later checkpoints are dropped, as if it had died at step 3."""
+    """Start the run with ranks that halt after checkpoint ``step-3`` (:mod:`tests.halting_train`), then
+    SIGKILL all its processes there: the run is really interrupted, at a known step."""
     command, env = launcher_command(model_dir, data, output, *OVERRIDES)
+    module = command.index("train")
+    command[module : module + 2] = ["tests.halting_train", "3", "sft"]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")]))
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -45,11 +55,11 @@ def kill_after_first_checkpoint(model_dir: Path, data: Path, output: Path) -> No
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
-    if process.returncode == 0:
-        (checkpoints / "latest").write_text("step-3")
-        for tag in ("step-6", "step-9", "step-10"):
-            shutil.rmtree(checkpoints / tag)
+    assert process.returncode == -signal.SIGKILL, "the run ended before it was killed"
     assert checkpoint_complete(checkpoints, "step-3")
+    assert (
+        sorted(p.name for p in checkpoints.glob("step-*")) == ["step-3"] and not (output / "model").exists()
+    )
 
 
 @pytest.mark.slow

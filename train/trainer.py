@@ -179,11 +179,13 @@ class SFTTrainer:
         """Save the engine (weights, optimizer, scheduler), the step and this rank's RNG state."""
         tag = f"step-{self.step}"
         state = {"step": self.step, "plan_length": len(self.plan), "config": config_to_dict(self.config)}
+        # Before the engine's save, which names the tag `latest` last: a `latest` tag has every RNG state.
+        (self.checkpoint_dir / tag).mkdir(parents=True, exist_ok=True)
+        torch.save(_rng_state(), self._rng_file(tag))
         # A LoRA run's frozen base is the model it started from: leave it out of the checkpoints.
         self.engine.save_checkpoint(
             str(self.checkpoint_dir), tag=tag, client_state=state, exclude_frozen_parameters=self.lora
         )
-        torch.save(torch.get_rng_state(), self.checkpoint_dir / tag / f"rng_state_{self.rank}.pt")
         torch.distributed.barrier()
         if self.rank == 0 and self.config.save_total_limit is not None:
             tags = sorted(self.checkpoint_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -193,9 +195,13 @@ class SFTTrainer:
 
     def resume(self) -> bool:
         """Load the latest checkpoint in ``output_dir``, if any; training then continues after its step."""
-        if not (self.checkpoint_dir / "latest").is_file():
+        latest = self.checkpoint_dir / "latest"
+        if not latest.is_file():
             return False
-        path, state = self.engine.load_checkpoint(str(self.checkpoint_dir), load_module_strict=not self.lora)
+        tag = latest.read_text().strip()
+        path, state = self.engine.load_checkpoint(
+            str(self.checkpoint_dir), tag=tag, load_module_strict=not self.lora
+        )
         if path is None:
             raise RuntimeError(f"cannot load the latest checkpoint in {self.checkpoint_dir}")
         if state["plan_length"] != len(self.plan):
@@ -204,11 +210,16 @@ class SFTTrainer:
                 f"{len(self.plan)}: the data or batch settings changed, so the data order cannot be continued"
             )
         self.step = int(state["step"])
-        rng = Path(path) / f"rng_state_{self.rank}.pt"
-        if rng.is_file():
-            torch.set_rng_state(torch.load(rng))
+        rng = self._rng_file(tag)
+        if not rng.is_file():
+            raise FileNotFoundError(f"{rng} is missing: without it, dropout would not continue as it was")
+        _set_rng_state(torch.load(rng))
         logger.info("resumed from %s at step %d", path, self.step)
         return True
+
+    def _rng_file(self, tag: str) -> Path:
+        """This rank's RNG states in checkpoint ``tag`` (dropout draws from them)."""
+        return self.checkpoint_dir / tag / f"rng_state_{self.rank}.pt"
 
     # Training ----------------------------------------------------------------------------------------------
 
@@ -365,6 +376,24 @@ class SFTTrainer:
                 export_model(module, self.tokenizer, target)
         torch.distributed.barrier()
         return target
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    """The CPU's and the accelerator's (e.g. CUDA's) RNG states of this process."""
+    from deepspeed.accelerator import get_accelerator
+
+    return {"cpu": torch.get_rng_state(), "accelerator": get_accelerator().get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, torch.Tensor] | torch.Tensor) -> None:
+    """Restore what :func:`_rng_state` returned (or a bare CPU state, as earlier checkpoints hold)."""
+    from deepspeed.accelerator import get_accelerator
+
+    if isinstance(state, torch.Tensor):
+        torch.set_rng_state(state)
+        return
+    get_accelerator().set_rng_state(state["accelerator"])
+    torch.set_rng_state(state["cpu"])
 
 
 @dataclass
