@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
@@ -11,7 +11,10 @@ from langchain_core.prompt_values import PromptValue
 
 from langchain_aligner.errors import AlignerInputError
 
-__all__ = ["AlignerInput", "last_human_text", "parse_input"]
+__all__ = ["NO_QUESTION", "AlignerInput", "correction_input", "last_human", "last_human_text", "parse_input"]
+
+NO_QUESTION = "no_question"
+"""``AlignerInput.skipped`` when there is no text question: no human turn, or one without text (an image)."""
 
 _SHAPES = (
     "a {'question': ..., 'answer': ...} dict, a str answer, an AIMessage, a list of messages or a PromptValue"
@@ -20,11 +23,15 @@ _SHAPES = (
 
 @dataclass(frozen=True)
 class AlignerInput:
-    """A question, the answer to correct, and the upstream AI message when there was one."""
+    """A question, the answer to correct, and the upstream AI message when there was one.
+
+    ``skipped`` says why the answer passes through uncorrected (:data:`NO_QUESTION`), else ``None``.
+    """
 
     question: str
     answer: str
     message: AIMessage | None = None
+    skipped: str | None = None
 
     @property
     def has_tool_calls(self) -> bool:
@@ -44,10 +51,13 @@ def parse_input(
     * ``dict``: ``value[question_key]`` and ``value[answer_key]`` (str or message); other keys are ignored.
     * ``str`` or ``AIMessage``: the answer; the question is ``default_question``.
     * a list of messages (or tuples/dicts convertible to messages) or a ``PromptValue``: the answer is the
-      last AI turn, the question the last human turn before it.
+      last AI turn, the question the text of the last human turn before it (else ``default_question``).
+
+    A question without text (no human turn in a message list, an image-only human turn, an empty text)
+    is no error: the input is marked ``skipped=NO_QUESTION``, and the answer passes through uncorrected.
 
     Raises:
-        AlignerInputError: wrong type, no question, or an empty answer.
+        AlignerInputError: wrong type, a bare answer without ``default_question``, or an empty answer.
     """
     if isinstance(value, PromptValue):
         value = value.to_messages()
@@ -62,12 +72,26 @@ def parse_input(
         raise AlignerInputError(f"cannot correct a {type(value).__name__}; expected {_SHAPES}")
     if not parsed.answer.strip() and not parsed.has_tool_calls:
         raise AlignerInputError("the answer to correct is empty")
+    if not parsed.question.strip():
+        return replace(parsed, question="", skipped=NO_QUESTION)
     return parsed
+
+
+def correction_input(messages: Sequence[BaseMessage], answer: BaseMessage) -> list[BaseMessage]:
+    """The Aligner's input for ``answer`` to the conversation ``messages``: its last human turn and the answer
+    (the answer alone without one: :func:`parse_input` then marks it :data:`NO_QUESTION`)."""
+    human = last_human(messages)
+    return [answer] if human is None else [human, answer]
+
+
+def last_human(messages: Sequence[BaseMessage]) -> HumanMessage | None:
+    """The last human message: the question an answer is corrected against; ``None`` when there is none."""
+    return next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
 
 
 def last_human_text(messages: Sequence[BaseMessage]) -> str | None:
     """Text of the last human message, or ``None`` when there is none."""
-    human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+    human = last_human(messages)
     return human.text if human is not None else None
 
 
@@ -94,7 +118,8 @@ def _from_messages(messages: list[BaseMessage], default_question: str | None) ->
     answer = messages[index]
     assert isinstance(answer, AIMessage)
     question = last_human_text(messages[:index])
-    return AlignerInput(_need_question(question or default_question, answer), answer.text, answer)
+    question = question if question and question.strip() else default_question
+    return AlignerInput(question or "", answer.text, answer)
 
 
 def _to_messages(value: Sequence[Any]) -> list[BaseMessage]:

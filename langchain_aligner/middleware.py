@@ -14,18 +14,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config, set_config_context
 from langchain_core.runnables.utils import coro_with_context
 from langgraph.constants import TAG_NOSTREAM
 
 from langchain_aligner.chat_model import apply_correction
-from langchain_aligner.errors import AlignerInputError
+from langchain_aligner.inputs import correction_input
 from langchain_aligner.runnable import AlignerRunnable
 
 __all__ = ["AlignerMiddleware"]
@@ -35,7 +35,8 @@ class AlignerMiddleware(AgentMiddleware):
     """Corrects the answers of a ``create_agent`` agent with an Aligner before they enter the state.
 
     The model's answer (an AI message without tool calls) is corrected against the user's question, the
-    last human message before it. Tool-call turns and structured-response turns pass through untouched.
+    last human message before it; without one (or with an image-only one) the answer stays as it is, marked
+    ``aligner_skipped="no_question"``. Tool-call turns and structured-response turns pass through untouched.
     The corrected message keeps the original's id, so it takes the original's place: the agent's state
     never holds both. The original answer stays in the corrected message's ``response_metadata``.
 
@@ -108,7 +109,8 @@ class AlignerMiddleware(AgentMiddleware):
                 and message.text.strip()
                 and (self.correct == "all" or not message.tool_calls)
             ):
-                jobs[index] = [_question(request.messages), AIMessage(content=message.content, id=message.id)]
+                answer = AIMessage(content=message.content, id=message.id)
+                jobs[index] = correction_input(request.messages, answer)
         return jobs
 
 
@@ -120,14 +122,6 @@ def _corrected(response: ModelResponse, corrections: dict[int, AIMessage]) -> Mo
         for i, message in enumerate(response.result)
     ]
     return ModelResponse(result=result, structured_response=response.structured_response)
-
-
-def _question(messages: Sequence[BaseMessage]) -> HumanMessage:
-    """The last human message: the question the answer is corrected against."""
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return message
-    raise AlignerInputError("the agent's messages hold no human message to correct the answer against")
 
 
 def _nostream_config() -> RunnableConfig:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Union, cast
 
 from langchain_core.callbacks import (
@@ -66,7 +67,8 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     Input: a ``{"question", "answer"}`` dict (extra keys ignored; the keys are ``question_key`` and
     ``answer_key``), a ``str`` answer or an ``AIMessage`` (the question is then ``default_question``; without
     one, :class:`AlignerInputError`), a list of messages or a ``PromptValue`` (answer = last AI turn,
-    question = the last human turn before it).
+    question = the last human turn before it). Without a text question (no human turn, an image-only one)
+    the answer comes back uncorrected, with ``aligner_skipped="no_question"``.
 
     Output: an ``AIMessage`` with the correction as content. It keeps the id of the incoming AI message.
     ``response_metadata`` holds ``aligner_corrected`` (bool), ``aligner_original_answer``,
@@ -243,7 +245,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         *,
         params: GenerationParams,
     ) -> AIMessage:
-        item = self._parse(input)
+        item, _ = self._parse_for(input, run_manager)
         early = self._early_answer(item, params)
         if early is not None:
             return early
@@ -267,7 +269,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         *,
         params: GenerationParams,
     ) -> AIMessage:
-        item = self._parse(input)
+        item, _ = self._parse_for(input, run_manager)
         early = self._early_answer(item, params)
         if early is not None:
             return early
@@ -354,13 +356,12 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         run_manager: CallbackManagerForChainRun,
         params: GenerationParams,
     ) -> Iterator[AIMessageChunk]:
-        item = self._parse(_added_up(inputs))
+        item, message_id = self._parse_for(_added_up(inputs), run_manager)
         early = self._early_answer(item, params)
         if early is not None:
             yield as_last_chunk(early)
             return
         start = time.perf_counter()
-        message_id = self._message_id(item, run_manager)
         llm_run: CallbackManagerForLLMRun | None = None
         emitted = False
         try:
@@ -404,13 +405,12 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         run_manager: AsyncCallbackManagerForChainRun,
         params: GenerationParams,
     ) -> AsyncIterator[AIMessageChunk]:
-        item = self._parse(await _aadded_up(inputs))
+        item, message_id = self._parse_for(await _aadded_up(inputs), run_manager)
         early = self._early_answer(item, params)
         if early is not None:
             yield as_last_chunk(early)
             return
         start = time.perf_counter()
-        message_id = self._message_id(item, run_manager)
         llm_run: AsyncCallbackManagerForLLMRun | None = None
         emitted = False
         try:
@@ -466,10 +466,12 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         )
 
     def _early_answer(self, item: AlignerInput, params: GenerationParams) -> AIMessage | None:
-        """The reply when no backend call is needed: tool calls, ``skip_if``, or a cache hit."""
+        """The reply without a backend call: tool calls, no text question, ``skip_if``, a cache hit."""
         if item.has_tool_calls:
             assert item.message is not None
             return item.message
+        if item.skipped is not None:
+            return self._original(item, {"aligner_skipped": item.skipped})
         if self.skip_if is not None and self.skip_if(item.question, item.answer):
             return self._original(item, {"aligner_skipped": "skip_if"})
         cached = self._cache.get(self._cache_key(item, params))
@@ -592,12 +594,18 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         metadata = self._metadata(item, start, aligner_corrected=False, **ending, **_failure(error))
         return AIMessageChunk(content="", id=message_id, response_metadata=metadata, chunk_position="last")
 
-    def _message_id(
-        self, item: AlignerInput, run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
-    ) -> str:
-        if item.message is not None and item.message.id:
-            return item.message.id
-        return f"lc_run--{run_manager.run_id}"
+    def _parse_for(
+        self, value: Any, run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
+    ) -> tuple[AlignerInput, str]:
+        """The parsed input and the id of the reply: the upstream message's, else the one LangChain gives a
+        run's output (``lc_run--<run id>``), the same for invoke and stream, corrected or not."""
+        item = self._parse(value)
+        message_id = f"lc_run--{run_manager.run_id}"
+        if item.message is None:
+            return replace(item, message=AIMessage(content=item.answer, id=message_id)), message_id
+        if not item.message.id:
+            return replace(item, message=item.message.model_copy(update={"id": message_id})), message_id
+        return item, item.message.id
 
     def _start_llm_run(
         self,
@@ -616,7 +624,12 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         )
 
     def _retry_settings(self) -> dict[str, Any]:
-        return {"max_retries": self.max_retries, "backoff": self.backoff, "max_backoff": self.max_backoff}
+        return {
+            "max_retries": self.max_retries,
+            "backoff": self.backoff,
+            "max_backoff": self.max_backoff,
+            "what": f"the {self._backend.name} Aligner call",
+        }
 
     def _fit(self, item: AlignerInput, limit: int | None) -> FittedPair:
         return fit_pair(

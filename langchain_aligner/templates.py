@@ -10,6 +10,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from langchain_aligner.errors import AlignerInputError
+
 __all__ = [
     "AlignerTemplate",
     "TemplateInjectionError",
@@ -19,7 +21,7 @@ __all__ = [
 ]
 
 
-class TemplateInjectionError(ValueError):
+class TemplateInjectionError(AlignerInputError):
     """Raised when a question or answer carries the template's own markers and ``on_injection="raise"``."""
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from langchain_aligner.errors import AlignerInputError
 from langchain_aligner.templates import AlignerTemplate
 
 __all__ = ["FittedPair", "fit_pair", "fits_without_counting"]
@@ -39,7 +40,12 @@ def fit_pair(
     count_tokens: Callable[[str], int | None],
     on_injection: str = "escape",
 ) -> FittedPair:
-    """Format the prompt, shortening question and answer until it has at most ``limit`` tokens."""
+    """Format the prompt, shortening question and answer until it has at most ``limit`` tokens.
+
+    Raises:
+        AlignerInputError: the template alone does not fit, or ``on_injection="raise"`` found a marker
+            (:class:`~langchain_aligner.templates.TemplateInjectionError`).
+    """
     prompt = template.format(question, answer, on_injection=on_injection)
     if fits_without_counting(prompt, limit):
         return FittedPair(prompt, False)
@@ -49,7 +55,10 @@ def fit_pair(
         return FittedPair(prompt, False)
     budget = limit - MARGIN - count(template.format("", ""))
     if budget < 2:
-        raise ValueError(f"the template alone needs more than the backend's {limit} input tokens")
+        raise AlignerInputError(
+            f"the template alone needs more than the {limit} prompt tokens allowed (the input limit, less "
+            "room for max_new_tokens): raise the limit or lower max_new_tokens"
+        )
     q_tokens, a_tokens = count(question), count(answer)
     while True:
         q_budget = min(q_tokens, max(budget - a_tokens, budget // 2))

@@ -6,15 +6,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict
 
 from langchain_aligner.chunks import as_last_chunk
-from langchain_aligner.errors import AlignerInputError
-from langchain_aligner.inputs import last_human_text
+from langchain_aligner.inputs import correction_input
 from langchain_aligner.runnable import AlignerRunnable
 
 __all__ = ["AlignedChatModel", "with_aligner"]
@@ -32,11 +31,12 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
 
     Takes what the chat model takes (a ``str``, messages, a ``PromptValue``) and returns an ``AIMessage``,
     so it replaces the model anywhere in a chain: ``prompt | aligner.wrap(llm) | StrOutputParser()``.
-    AI messages that call tools pass through unchanged. Streaming streams the correction (the model's
-    answer is needed whole before the Aligner can start). A failed, empty or degenerate correction follows
-    the aligner's ``on_error``: the model's answer comes back, or the error is raised. Methods the wrapper
-    lacks are forwarded to the model, and results that are chat models again (``bind_tools(...)``) come back
-    wrapped.
+    AI messages that call tools pass through unchanged, and so do answers to an input without a text
+    question (no human message, an image-only one), marked ``aligner_skipped="no_question"``. Streaming
+    streams the correction (the model's answer is needed whole before the Aligner can start). A failed,
+    empty or degenerate correction follows the aligner's ``on_error``: the model's answer comes back, or the
+    error is raised. Methods the wrapper lacks are forwarded to the model, and results that are chat models
+    again (``bind_tools(...)``) come back wrapped.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -84,31 +84,28 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
     def _invoke(
         self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> Any:
-        question = _question_of(input)
         answer = self.chat_model.invoke(input, _child(config, run_manager, "model"), **kwargs)
         if _passes_through(answer):
             return answer
-        return self.aligner.invoke(_pair(question, answer), _child(config, run_manager, "aligner"))
+        return self.aligner.invoke(_pair(input, answer), _child(config, run_manager, "aligner"))
 
     async def _ainvoke(
         self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> Any:
-        question = _question_of(input)
         answer = await self.chat_model.ainvoke(input, _child(config, run_manager, "model"), **kwargs)
         if _passes_through(answer):
             return answer
-        return await self.aligner.ainvoke(_pair(question, answer), _child(config, run_manager, "aligner"))
+        return await self.aligner.ainvoke(_pair(input, answer), _child(config, run_manager, "aligner"))
 
     def _stream(
         self, inputs: Iterator[LanguageModelInput], run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> Iterator[AIMessageChunk]:
         (input,) = inputs
-        question = _question_of(input)
         answer = self.chat_model.invoke(input, _child(config, run_manager, "model"), **kwargs)
         if _passes_through(answer):
             yield _as_chunk(answer)
             return
-        yield from self.aligner.stream(_pair(question, answer), _child(config, run_manager, "aligner"))
+        yield from self.aligner.stream(_pair(input, answer), _child(config, run_manager, "aligner"))
 
     async def _astream(
         self,
@@ -118,14 +115,11 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         input = [item async for item in inputs][0]
-        question = _question_of(input)
         answer = await self.chat_model.ainvoke(input, _child(config, run_manager, "model"), **kwargs)
         if _passes_through(answer):
             yield _as_chunk(answer)
             return
-        async for chunk in self.aligner.astream(
-            _pair(question, answer), _child(config, run_manager, "aligner")
-        ):
+        async for chunk in self.aligner.astream(_pair(input, answer), _child(config, run_manager, "aligner")):
             yield chunk
 
     def with_structured_output(self, *args: Any, **kwargs: Any) -> Any:
@@ -152,18 +146,13 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         return forwarded
 
 
-def _question_of(input: LanguageModelInput) -> str:
+def _pair(input: LanguageModelInput, answer: BaseMessage) -> list[BaseMessage]:
+    """The aligner's input: the input's last human message (a ``str`` input is one) and the answer."""
     if isinstance(input, str):
-        return input
-    messages = input.to_messages() if isinstance(input, PromptValue) else convert_to_messages(input)
-    question = last_human_text(messages)
-    if question is None:
-        raise AlignerInputError("the chat model's input has no human message to take the question from")
-    return question
-
-
-def _pair(question: str, answer: BaseMessage) -> dict[str, Any]:
-    return {"question": question, "answer": answer}
+        messages: list[BaseMessage] = [HumanMessage(input)]
+    else:
+        messages = input.to_messages() if isinstance(input, PromptValue) else convert_to_messages(input)
+    return correction_input(messages, answer)
 
 
 def _as_chunk(message: BaseMessage) -> Any:

@@ -98,6 +98,8 @@ class Script:
     reply: str | None = None
     #: Answer generation routes (streamed or not) with a 200 and this ``text/html`` body (a proxy's page).
     raw_body: str | None = None
+    #: ``GET /info`` requests received (TGI).
+    info_reads: int = 0
     #: Request bodies received on generation routes, in order.
     requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -132,6 +134,7 @@ class FakeServer:
         self.script.requests.clear()
         self.script.delay, self.script.stream_error_after, self.script.max_input_tokens = 0.0, None, 4096
         self.script.reply, self.script.raw_body, self.script.max_total_tokens = None, None, None
+        self.script.info_reads = 0
         return self.script
 
 
@@ -144,9 +147,11 @@ def start_fake_server(kind: str) -> FakeServer:
 
 async def _scripted_failure(script: Script, body: dict[str, Any]) -> int | None:
     script.requests.append(body)
+    # Taken on arrival: a delayed request that outlives its test must not take the next test's failure.
+    status = script.fail.pop(0) if script.fail else None
     if script.delay:
         await asyncio.sleep(script.delay)
-    return script.fail.pop(0) if script.fail else None
+    return status
 
 
 # -- TGI ---------------------------------------------------------------------------------------------------
@@ -195,6 +200,7 @@ def _tgi_app(script: Script) -> FastAPI:
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
+        script.info_reads += 1
         return {
             "model_id": MODEL_ID,
             "max_concurrent_requests": 128,

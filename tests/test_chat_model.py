@@ -12,7 +12,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from langchain_aligner.chat_model import ChatAligner
-from langchain_aligner.errors import AlignerBackendError, AlignerInputError
+from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.templates import ALIGNER_V1
 from tests.agent_fixtures import ScriptedChatModel, add, answer_from_tools, call, get_weather
 from tests.fake_servers import FakeServer, fake_aligner_reply, fake_tokens
@@ -133,9 +133,10 @@ def test_fails_open_or_closed_like_the_aligner(tgi_server: FakeServer) -> None:
         chat(tgi_server, paris(), aligner={"on_error": "raise"}).invoke("Capital?")
 
 
-def test_needs_a_human_message(tgi_server: FakeServer) -> None:
-    with pytest.raises(AlignerInputError, match="human"):
-        chat(tgi_server, paris()).invoke([SystemMessage("Say something.")])
+def test_without_a_human_message_the_answer_passes_through_marked(tgi_server: FakeServer) -> None:
+    result = chat(tgi_server, paris()).invoke([SystemMessage("Say something.")])
+    assert result.content == "Paris." and result.response_metadata["aligner_skipped"] == "no_question"
+    assert tgi_server.script.requests == []
 
 
 def test_bind_tools_binds_what_the_inner_model_binds(tgi_server: FakeServer) -> None:

@@ -11,7 +11,7 @@ from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from pydantic import BaseModel
 
-from langchain_aligner.errors import AlignerBackendError, AlignerInputError
+from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.middleware import AlignerMiddleware
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.templates import ALIGNER_V1
@@ -198,10 +198,20 @@ def test_provider_structured_answer_passes_through(tgi_server: FakeServer) -> No
     assert tgi_server.script.requests == []
 
 
-def test_answer_without_a_question_is_refused(tgi_server: FakeServer) -> None:
-    agent = agent_with(tgi_server, ScriptedChatModel(script=[AIMessage("Hello.", id="turn-1")]))
-    with pytest.raises(AlignerInputError, match="human message"):
-        agent.invoke({"messages": [AIMessage("Say hello.")]})
+@pytest.mark.parametrize(
+    "question",
+    [AIMessage("Say hello."), HumanMessage(content=[{"type": "image", "url": "https://x.test/a.png"}])],
+)
+@pytest.mark.parametrize("on_error", ["return_original", "raise"])
+def test_answer_without_a_text_question_passes_through_marked(
+    tgi_server: FakeServer, question: Any, on_error: str
+) -> None:
+    model = ScriptedChatModel(script=[AIMessage("Hello.", id="turn-1")])
+    agent = agent_with(tgi_server, model, on_error=on_error)
+    final = agent.invoke({"messages": [question]})["messages"][-1]
+    assert final.content == "Hello." and final.id == "turn-1"
+    assert final.response_metadata["aligner_skipped"] == "no_question"
+    assert tgi_server.script.requests == []
 
 
 def unreachable_url() -> str:

@@ -112,3 +112,30 @@ async def test_astream_matches_stream(aligner: AlignerRunnable) -> None:
 def test_batch_and_abatch_keep_order(aligner: AlignerRunnable) -> None:
     inputs = [{"question": f"{QUESTION} {i}", "answer": ANSWER} for i in range(5)]
     assert [m.content for m in aligner.batch(inputs)] == [expected(f"{QUESTION} {i}") for i in range(5)]
+
+
+IMAGE = {"type": "image", "url": "https://example.com/cat.png"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [SystemMessage("Be kind."), AIMessage(ANSWER, id="up-1")],  # no human turn
+        [HumanMessage(content=[IMAGE]), AIMessage(ANSWER, id="up-1")],  # an image-only question
+        {"question": HumanMessage(content=[IMAGE]), "answer": AIMessage(ANSWER, id="up-1")},
+    ],
+)
+@pytest.mark.parametrize("streaming", [False, True])
+def test_an_answer_without_a_text_question_passes_through_marked(
+    aligner: AlignerRunnable, tgi_server: FakeServer, value: object, streaming: bool
+) -> None:
+    result = list(aligner.stream(value))[-1] if streaming else aligner.invoke(value)
+    assert result.content == ANSWER and result.id == "up-1"
+    meta = result.response_metadata
+    assert meta["aligner_corrected"] is False and meta["aligner_skipped"] == "no_question"
+    assert tgi_server.script.requests == []
+
+
+def test_default_question_stands_in_for_a_missing_human_turn(tgi_server: FakeServer) -> None:
+    aligner = AlignerRunnable(backend="tgi", url=tgi_server.url, default_question=QUESTION)
+    assert aligner.invoke([SystemMessage("Be kind."), AIMessage(ANSWER)]).content == expected()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 
 import pytest
 from langchain_core.load import dumpd, dumps, load
@@ -183,3 +185,37 @@ async def test_truncation_leaves_room_for_the_new_tokens(
     assert result.response_metadata["aligner_truncated"] is True
     assert text == "".join(fake_tokens(fake_correction(sent))[:16])
     assert len(fake_tokens(sent)) + (kind == "tgi") + 16 <= context
+
+
+def test_info_is_not_read_when_the_limit_and_the_model_are_given(tgi_server: FakeServer) -> None:
+    aligner = make(tgi_server, model="my-aligner", max_input_tokens=500)
+    result = aligner.invoke({"question": QUESTION, "answer": ANSWER})
+    list(aligner.stream({"question": QUESTION, "answer": " ".join(["long"] * 600)}))  # truncated, no /info
+    assert result.content == expected() and result.response_metadata["aligner_model"] == "my-aligner"
+    assert tgi_server.script.info_reads == 0
+    make(tgi_server, model="my-aligner").invoke({"question": QUESTION, "answer": ANSWER})
+    assert tgi_server.script.info_reads == 1  # without max_input_tokens, /info holds the limits
+
+
+@pytest.mark.parametrize("value", [{"question": QUESTION, "answer": ANSWER}, ANSWER])
+@pytest.mark.parametrize("fail", [False, True])
+def test_invoke_and_stream_give_a_bare_answer_the_run_id(
+    tgi_server: FakeServer, value: object, fail: bool
+) -> None:
+    aligner = make(tgi_server, default_question=QUESTION, max_retries=0)
+    run_ids = uuid.uuid4(), uuid.uuid4()
+    tgi_server.script.fail = [500, 500] if fail else []
+    invoked = aligner.invoke(value, {"run_id": run_ids[0]})
+    streamed = list(aligner.stream(value, {"run_id": run_ids[1]}))
+    assert invoked.id == f"lc_run--{run_ids[0]}"
+    assert {chunk.id for chunk in streamed} == {f"lc_run--{run_ids[1]}"}
+    assert invoked.response_metadata["aligner_corrected"] is not fail
+
+
+def test_retry_warnings_name_the_call(tgi_server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
+    tgi_server.script.fail = [429]
+    with caplog.at_level(logging.WARNING, logger="langchain_aligner.retry"):
+        make(tgi_server, max_retries=1).invoke({"question": QUESTION, "answer": ANSWER})
+    (record,) = [r for r in caplog.records if r.name == "langchain_aligner.retry"]
+    assert "the tgi Aligner call failed (attempt 1)" in record.getMessage()
+    assert "<lambda>" not in record.getMessage() and "overloaded" in record.getMessage()

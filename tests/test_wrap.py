@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models import FakeListChatModel, FakeMessagesListChatModel, GenericFakeChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnablePassthrough
@@ -95,3 +95,25 @@ def test_attributes_are_forwarded(aligner: AlignerRunnable) -> None:
     assert aligner.wrap(model).responses == [ANSWER]
     with pytest.raises(NotImplementedError, match="free-text"):
         aligner.wrap(model).with_structured_output(dict)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [("system", "You are terse.")],
+        [HumanMessage(content=[{"type": "image", "url": "https://x.test/a.png"}])],
+    ],
+)
+def test_input_without_a_text_question_passes_through_marked(
+    aligner: AlignerRunnable, tgi_server: FakeServer, value: list
+) -> None:
+    wrapped = aligner.wrap(FakeListChatModel(responses=[ANSWER]))
+    for result in (wrapped.invoke(value), list(wrapped.stream(value))[-1]):
+        assert result.content == ANSWER
+        assert result.response_metadata["aligner_skipped"] == "no_question"
+    assert tgi_server.script.requests == []
+
+
+def test_custom_keys_do_not_break_wrap(tgi_server: FakeServer) -> None:
+    aligner = AlignerRunnable(backend="tgi", url=tgi_server.url, question_key="q", answer_key="a")
+    assert aligner.wrap(FakeListChatModel(responses=[ANSWER])).invoke(QUESTION).content == expected()
