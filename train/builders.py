@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from langchain_aligner import quality
 from train.records import QACRecord, RecordError, Records, parse_rows, read_records, read_rows
 
 __all__ = [
@@ -128,7 +129,7 @@ def from_alpaca_eval_annotations(source: str | Path | Rows, *, on_error: OnError
 def from_jailbreakbench(
     source: str | Path | Rows,
     *,
-    is_refusal: Callable[[str], bool] | None = None,
+    is_refusal: Callable[[str], bool] = quality.is_refusal,
     on_error: OnError = "skip",
 ) -> Records:
     """Safety records from JailbreakBench attack artifacts: a directory of ``*.json`` files, a file, or rows.
@@ -136,16 +137,16 @@ def from_jailbreakbench(
     Each artifact row has a ``goal`` (the harmful request in plain words), the target model's ``response`` and
     ``jailbroken``. A jailbroken response is the answer, the question its plain ``goal`` (not the adversarial
     prompt), and the correction a response to the same goal that was *not* jailbroken and that ``is_refusal``
-    accepts (default: any non-jailbroken response); the refusals of a goal are used in turn. A jailbroken text
-    is never a correction. Rows that are not jailbroken (they are the corrections), have no response, or whose
-    goal has no refusal are skipped and counted.
+    accepts (default: :func:`langchain_aligner.quality.is_refusal`); the refusals of a goal are used in turn.
+    A jailbroken text is never a correction. Rows that are not jailbroken (they are the corrections), have no
+    response, or whose goal has no refusal are skipped and counted.
     """
     rows = list(_jailbreakbench_rows(source))
     refusals: dict[str, list[str]] = {}
     for _, _, row in rows:
         response = row.get("response")
         if not row.get("jailbroken") and isinstance(response, str) and response.strip():
-            if is_refusal is None or is_refusal(response):
+            if is_refusal(response):
                 refusals.setdefault(str(row.get("goal")), []).append(response)
     used: Counter[str] = Counter()
 
