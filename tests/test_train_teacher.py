@@ -143,11 +143,21 @@ generate_corrections(PAIRS, EditorModel(block_after=5), sys.argv[1], concurrency
 """
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT as a shell gives it (handled, unblocked), whatever the test process inherited or
+    set up, so that Python turns it into KeyboardInterrupt."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_keeps_every_finished_record(tmp_path: Path) -> None:
     output = tmp_path / "teacher.jsonl"
     root = Path(__file__).resolve().parents[1]
     run = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_SCRIPT, str(output)], cwd=root, stderr=subprocess.PIPE
+        [sys.executable, "-c", CTRL_C_SCRIPT, str(output)],
+        cwd=root,
+        stderr=subprocess.PIPE,
+        preexec_fn=_interruptible,
     )
     try:
         while not output.exists() or len(_lines(output)) < 5:
