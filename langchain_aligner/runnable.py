@@ -389,15 +389,9 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             yield self._stream_failure(item, error, start, emitted, message_id)
             return
         llm_run.on_llm_end(_llm_result(generation))
-        try:
-            final = self._corrected(
-                item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
-            )
-        except AlignerCorrectionError as error:
-            yield self._stream_failure(item, error, start, emitted, message_id)
-            return
-        self._cache.put(self._cache_key(item, params), generation)
-        yield as_last_chunk(final, content="")
+        yield self._stream_end(
+            item, generation, params, start, attempts, fitted.truncated, emitted, message_id
+        )
 
     async def _astream(
         self,
@@ -437,17 +431,32 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             yield self._stream_failure(item, error, start, emitted, message_id)
             return
         await llm_run.on_llm_end(_llm_result(generation))
-        try:
-            final = self._corrected(
-                item, generation, start, attempts=attempts, truncated=fitted.truncated, message_id=message_id
-            )
-        except AlignerCorrectionError as error:
-            yield self._stream_failure(item, error, start, emitted, message_id)
-            return
-        self._cache.put(self._cache_key(item, params), generation)
-        yield as_last_chunk(final, content="")
+        yield self._stream_end(
+            item, generation, params, start, attempts, fitted.truncated, emitted, message_id
+        )
 
     # -- shared steps ------------------------------------------------------------------------------------
+
+    def _stream_end(
+        self,
+        item: Any,
+        generation: Any,
+        params: GenerationParams,
+        start: float,
+        attempts: int,
+        truncated: bool,
+        emitted: bool,
+        message_id: str | None,
+    ) -> AIMessageChunk:
+        """A stream's last chunk: the correction's metadata (cached), or the failure if it is rejected."""
+        try:
+            final = self._corrected(
+                item, generation, start, attempts=attempts, truncated=truncated, message_id=message_id
+            )
+        except AlignerCorrectionError as error:
+            return self._stream_failure(item, error, start, emitted, message_id)
+        self._cache.put(self._cache_key(item, params), generation)
+        return as_last_chunk(final, content="")
 
     def _params(self, overrides: dict[str, Any]) -> GenerationParams:
         if not overrides:
