@@ -291,6 +291,12 @@ def generate_batched(
     return texts
 
 
+def prompt_limit(backend: Any, args: argparse.Namespace) -> int | None:
+    """The prompt token limit: the backend's room for ``--max-new-tokens``, at most ``--max-input-tokens``."""
+    limits = [n for n in (args.max_input_tokens, backend.prompt_limit(args.max_new_tokens)) if n]
+    return min(limits) if limits else None
+
+
 def correct_local(model_dir: Path, items: Sequence[Item], args: argparse.Namespace) -> tuple[list[str], Any]:
     """Corrections by the model in ``model_dir`` (in this process), and its tokenizer."""
     from langchain_aligner.backends import TransformersBackend
@@ -302,9 +308,7 @@ def correct_local(model_dir: Path, items: Sequence[Item], args: argparse.Namespa
     dtype = preferred_dtype(device) if args.dtype == "auto" else args.dtype
     backend = TransformersBackend(model_dir, dtype=dtype, device=device)
     model, tokenizer = backend.load()
-    positions = backend.max_input_tokens()
-    limits = [n for n in (args.max_input_tokens, positions and positions - args.max_new_tokens) if n]
-    limit = min(limits) if limits else None
+    limit = prompt_limit(backend, args)
     template = get_template(args.template)
     prompts = [
         fit_pair(template, it.question, it.answer, limit=limit, count_tokens=backend.count_tokens).prompt
@@ -340,8 +344,7 @@ def correct_served(url: str, items: Sequence[Item], args: argparse.Namespace) ->
         max_input_tokens=args.max_input_tokens,
     )
     backend, params, template = aligner.aligner_backend, aligner.generation, get_template(args.template)
-    limits = [n for n in (args.max_input_tokens, backend.max_input_tokens()) if n]
-    limit = min(limits) if limits else None
+    limit = prompt_limit(backend, args)
     texts = []
     for it in tqdm(items, desc=url, leave=False, disable=None):
         prompt = fit_pair(

@@ -86,7 +86,9 @@ def test_dtype_defaults_to_the_preferred_one_and_can_be_given(
 
 
 def test_limits_come_from_the_model(backend: TransformersBackend) -> None:
-    assert backend.max_input_tokens() == 256
+    # The model's context holds the prompt and the new tokens: the prompt gets what max_new_tokens leaves.
+    assert (backend.max_input_tokens(), backend.max_total_tokens()) == (None, 256)
+    assert backend.prompt_limit(16) == 240
 
 
 def test_runnable_with_the_in_process_backend(

@@ -67,7 +67,8 @@ class TransformersBackend(AlignerBackend):
                 self._loaded = load_model_and_tokenizer(self.path, dtype=self.dtype, device=self._device)
             return self._loaded
 
-    def max_input_tokens(self) -> int | None:
+    def max_total_tokens(self) -> int | None:
+        """The model's context length (``max_position_embeddings``): prompt and new tokens together."""
         model, _ = self.load()
         return getattr(model.config, "max_position_embeddings", None)
 
