@@ -21,12 +21,10 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field
 
 from langchain_aligner.chunks import as_last_chunk
+from langchain_aligner.correction import NOSTREAM_TAG, without_token_streaming
 from langchain_aligner.runnable import AlignerRunnable
 
 __all__ = ["ChatAligner"]
-
-_NOSTREAM = "nostream"
-"""LangGraph's tag for runs whose tokens stay out of ``stream_mode="messages"``."""
 
 _STRUCTURED_OUTPUT_KWARGS = ("response_format", "ls_structured_output_format")
 """Call arguments that ask the model for structured output (JSON mode, a schema): data, not prose."""
@@ -40,7 +38,9 @@ class ChatAligner(BaseChatModel):
     call tools pass through uncorrected, so ``ChatAligner`` works as the model of ``create_agent``.
     ``bind_tools`` and ``with_structured_output`` use the inner model's own; structured output (also JSON
     mode asked for with ``response_format``) is never corrected. Streaming streams the correction as it is
-    generated, after the inner model has answered. When the Aligner fails, or writes an empty or degenerate
+    generated, after the inner model has answered; the inner model is called without token streaming and
+    its run tagged ``nostream``, so an agent's messages stream and ``astream_events`` carry only corrected
+    tokens. When the Aligner fails, or writes an empty or degenerate
     correction, the aligner's ``on_error`` decides: the inner model's answer is returned (the reason in
     ``aligner_error``) or the error is raised.
 
@@ -131,7 +131,7 @@ class ChatAligner(BaseChatModel):
     ) -> ChatResult:
         stop = stop or self.stop
         config = _child_config(run_manager)
-        answer = self.llm.invoke(messages, config=config, stop=stop, **kwargs)
+        answer = self._answering().invoke(messages, config=config, stop=stop, **kwargs)
         if not _is_answer(answer, kwargs):
             return _result(answer)
         correction = self.aligner.invoke([*messages, answer], config=config, **self._overrides(stop))
@@ -146,7 +146,7 @@ class ChatAligner(BaseChatModel):
     ) -> ChatResult:
         stop = stop or self.stop
         config = _child_config(run_manager)
-        answer = await self.llm.ainvoke(messages, config=config, stop=stop, **kwargs)
+        answer = await self._answering().ainvoke(messages, config=config, stop=stop, **kwargs)
         if not _is_answer(answer, kwargs):
             return _result(answer)
         correction = await self.aligner.ainvoke([*messages, answer], config=config, **self._overrides(stop))
@@ -161,7 +161,7 @@ class ChatAligner(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         stop = stop or self.stop
         config = _child_config(run_manager)
-        answer = self.llm.invoke(messages, config=config, stop=stop, **kwargs)
+        answer = self._answering().invoke(messages, config=config, stop=stop, **kwargs)
         if _is_answer(answer, kwargs):
             pieces = self.aligner.stream([*messages, answer], config=config, **self._overrides(stop))
         else:
@@ -181,7 +181,7 @@ class ChatAligner(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         stop = stop or self.stop
         config = _child_config(run_manager)
-        answer = await self.llm.ainvoke(messages, config=config, stop=stop, **kwargs)
+        answer = await self._answering().ainvoke(messages, config=config, stop=stop, **kwargs)
         if not _is_answer(answer, kwargs):
             chunk = ChatGenerationChunk(message=_own_chunk(answer, as_last_chunk(answer)))
             if run_manager:
@@ -193,6 +193,10 @@ class ChatAligner(BaseChatModel):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+    def _answering(self) -> BaseChatModel:
+        """The inner model, called without token streaming: its tokens are not this model's output."""
+        return without_token_streaming(self.llm)
 
     def _overrides(self, stop: list[str] | None) -> dict[str, Any]:
         """Per-call generation settings of the correction."""
@@ -232,7 +236,7 @@ def _child_config(
     run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
 ) -> RunnableConfig:
     """Config for the inner calls: traced under this run, but their tokens are not this model's output."""
-    config: RunnableConfig = {"tags": [_NOSTREAM]}
+    config: RunnableConfig = {"tags": [NOSTREAM_TAG]}
     if run_manager is not None:
         # What ParentRunManager.get_child does; LLM run managers have no such method.
         manager_class = (

@@ -20,11 +20,11 @@ from typing import Any, Literal
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import ensure_config, set_config_context
+from langchain_core.runnables.config import set_config_context
 from langchain_core.runnables.utils import coro_with_context
-from langgraph.constants import TAG_NOSTREAM
 
 from langchain_aligner.chat_model import apply_correction
+from langchain_aligner.correction import NOSTREAM_TAG, inner_config, without_token_streaming
 from langchain_aligner.inputs import correction_input
 from langchain_aligner.runnable import AlignerRunnable
 
@@ -42,7 +42,9 @@ class AlignerMiddleware(AgentMiddleware):
 
     Streaming: with this middleware, ``stream_mode="messages"`` carries each model turn as one whole
     message, the corrected one for answers, never the upstream model's or the Aligner's raw tokens:
-    streaming the uncorrected answer would show users the very text the Aligner exists to fix.
+    streaming the uncorrected answer would show users the very text the Aligner exists to fix. The model
+    is called with token streaming off, so ``astream_events`` has no ``on_chat_model_stream`` events of
+    it either; the corrected turn is the model node's output.
 
     Args:
         aligner: An :class:`~langchain_aligner.AlignerRunnable`, or the keyword arguments to build one
@@ -78,9 +80,9 @@ class AlignerMiddleware(AgentMiddleware):
         request: ModelRequest,
         handler: Callable[[ModelRequest], ModelResponse],
     ) -> ModelResponse:
-        """Call the model, then correct its answer."""
-        with set_config_context(_nostream_config()) as context:
-            response = context.run(handler, request)
+        """Call the model (not streamed), then correct its answer."""
+        with set_config_context(inner_config()) as context:
+            response = context.run(handler, _quiet(request))
         jobs = self._jobs(request, response)
         corrections = {i: self.aligner.invoke(job, config=_ALIGNER_CONFIG) for i, job in jobs.items()}
         return _corrected(response, corrections)
@@ -91,8 +93,8 @@ class AlignerMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> ModelResponse:
         """Async :meth:`wrap_model_call`."""
-        with set_config_context(_nostream_config()) as context:
-            response = await coro_with_context(handler(request), context)
+        with set_config_context(inner_config()) as context:
+            response = await coro_with_context(handler(_quiet(request)), context)
         jobs = self._jobs(request, response)
         corrections = {i: await self.aligner.ainvoke(job, config=_ALIGNER_CONFIG) for i, job in jobs.items()}
         return _corrected(response, corrections)
@@ -124,11 +126,10 @@ def _corrected(response: ModelResponse, corrections: dict[int, AIMessage]) -> Mo
     return ModelResponse(result=result, structured_response=response.structured_response)
 
 
-def _nostream_config() -> RunnableConfig:
-    """The current run's config, tagged so that ``stream_mode="messages"`` skips the model's raw tokens."""
-    config = ensure_config()
-    return {**config, "tags": [*config.get("tags", []), TAG_NOSTREAM]}
+def _quiet(request: ModelRequest) -> ModelRequest:
+    """The request with the model's token streaming off: its answer is corrected before anyone sees it."""
+    return request.override(model=without_token_streaming(request.model))
 
 
-_ALIGNER_CONFIG: RunnableConfig = {"tags": [TAG_NOSTREAM], "run_name": "AlignerMiddleware"}
+_ALIGNER_CONFIG: RunnableConfig = {"tags": [NOSTREAM_TAG], "run_name": "AlignerMiddleware"}
 """The Aligner's own run: traced, but kept out of ``stream_mode="messages"``."""

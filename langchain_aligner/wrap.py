@@ -13,6 +13,7 @@ from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict
 
 from langchain_aligner.chunks import as_last_chunk
+from langchain_aligner.correction import inner_config, without_token_streaming
 from langchain_aligner.inputs import correction_input
 from langchain_aligner.runnable import AlignerRunnable
 
@@ -33,7 +34,9 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
     so it replaces the model anywhere in a chain: ``prompt | aligner.wrap(llm) | StrOutputParser()``.
     AI messages that call tools pass through unchanged, and so do answers to an input without a text
     question (no human message, an image-only one), marked ``aligner_skipped="no_question"``. Streaming
-    streams the correction (the model's answer is needed whole before the Aligner can start). A failed,
+    streams the correction (the model's answer is needed whole before the Aligner can start); the model is
+    called without token streaming and its run tagged ``nostream``, so an agent's messages stream and
+    ``astream_events`` never carry its uncorrected tokens. A failed,
     empty or degenerate correction follows the aligner's ``on_error``: the model's answer comes back, or the
     error is raised. Methods the wrapper lacks are forwarded to the model, and results that are chat models
     again (``bind_tools(...)``) come back wrapped.
@@ -84,7 +87,7 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
     def _invoke(
         self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> Any:
-        answer = self.chat_model.invoke(input, _child(config, run_manager, "model"), **kwargs)
+        answer = self._answer(input, run_manager, config, **kwargs)
         if _passes_through(answer):
             return answer
         return self.aligner.invoke(_pair(input, answer), _child(config, run_manager, "aligner"))
@@ -92,7 +95,7 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
     async def _ainvoke(
         self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> Any:
-        answer = await self.chat_model.ainvoke(input, _child(config, run_manager, "model"), **kwargs)
+        answer = await self._aanswer(input, run_manager, config, **kwargs)
         if _passes_through(answer):
             return answer
         return await self.aligner.ainvoke(_pair(input, answer), _child(config, run_manager, "aligner"))
@@ -101,7 +104,7 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         self, inputs: Iterator[LanguageModelInput], run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> Iterator[AIMessageChunk]:
         (input,) = inputs
-        answer = self.chat_model.invoke(input, _child(config, run_manager, "model"), **kwargs)
+        answer = self._answer(input, run_manager, config, **kwargs)
         if _passes_through(answer):
             yield _as_chunk(answer)
             return
@@ -115,12 +118,25 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         input = [item async for item in inputs][0]
-        answer = await self.chat_model.ainvoke(input, _child(config, run_manager, "model"), **kwargs)
+        answer = await self._aanswer(input, run_manager, config, **kwargs)
         if _passes_through(answer):
             yield _as_chunk(answer)
             return
         async for chunk in self.aligner.astream(_pair(input, answer), _child(config, run_manager, "aligner")):
             yield chunk
+
+    def _answer(
+        self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
+    ) -> BaseMessage:
+        """The model's answer, not streamed (see :mod:`langchain_aligner.correction`)."""
+        model = without_token_streaming(self.chat_model)
+        return model.invoke(input, inner_config(config, run_manager.get_child("model")), **kwargs)
+
+    async def _aanswer(
+        self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
+    ) -> BaseMessage:
+        model = without_token_streaming(self.chat_model)
+        return await model.ainvoke(input, inner_config(config, run_manager.get_child("model")), **kwargs)
 
     def with_structured_output(self, *args: Any, **kwargs: Any) -> Any:
         """Not supported: the Aligner corrects free text, and structured output would bypass it."""

@@ -8,11 +8,13 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.tools import tool
 from pydantic import PrivateAttr
+
+from tests.fake_servers import fake_aligner_reply
 
 Turn = AIMessage | Callable[[list[BaseMessage]], AIMessage]
 """A scripted turn: a fixed message, or a function of the conversation so far."""
@@ -109,6 +111,36 @@ def answer_from_tools(message_id: str, template: str) -> Callable[[list[BaseMess
     return turn
 
 
+QUESTION = "What is 2 + 3, and what is the weather in Oslo?"
+"""The question of :func:`three_turns`."""
+
+ANSWER = "The sum is 5 and it is sunny in Oslo, 14 degrees."
+"""The final answer of :func:`three_turns`, before correction."""
+
+
+def three_turns() -> ScriptedChatModel:
+    """Two tool-calling turns (``add``, ``get_weather``), then :data:`ANSWER` quoting the tools' results."""
+    return ScriptedChatModel(
+        script=[
+            call("turn-1", ("add", {"a": 2, "b": 3})),
+            call("turn-2", ("get_weather", {"city": "Oslo"})),
+            answer_from_tools("turn-3", "The sum is {0} and it is {1}."),
+        ]
+    )
+
+
+async def chat_model_stream_events(agent: Any, question: str = QUESTION) -> tuple[str, Any]:
+    """The text of every ``on_chat_model_stream`` event of ``agent.astream_events(version="v2")``, joined,
+    and the agent's final state: what a UI that shows the model's tokens as they come would show."""
+    text, final = "", None
+    async for event in agent.astream_events({"messages": [HumanMessage(question)]}, version="v2"):
+        if event["event"] == "on_chat_model_stream":
+            text += event["data"]["chunk"].text
+        elif event["event"] == "on_chain_end" and not event["parent_ids"]:
+            final = event["data"]["output"]
+    return text, final
+
+
 @tool
 def add(a: int, b: int) -> int:
     """Add two integers."""
@@ -119,3 +151,20 @@ def add(a: int, b: int) -> int:
 def get_weather(city: str) -> str:
     """Report the weather in a city."""
     return f"sunny in {city}, {len(city) + 10} degrees"
+
+
+def messages_stream(agent: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """What ``agent.stream(..., stream_mode="messages")`` yields for :data:`QUESTION`."""
+    return list(agent.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="messages"))
+
+
+def check_messages_stream(items: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Each turn of a corrected :func:`three_turns` run arrives once, whole; the answer only as its
+    correction (the fake Aligner's): no raw tokens of either model."""
+    messages = [m for m, _ in items]
+    assert [m.id for m in messages if not isinstance(m, ToolMessage)] == ["turn-1", "turn-2", "turn-3"]
+    assert not any(isinstance(m, AIMessageChunk) for m in messages)
+    final = messages[-1]
+    assert final.content == fake_aligner_reply(QUESTION, ANSWER)
+    assert final.response_metadata["aligner_original_answer"] == ANSWER
+    assert not any(ANSWER.split()[0] in m.text for m in messages[:-1])

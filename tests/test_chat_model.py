@@ -14,7 +14,14 @@ from pydantic import BaseModel
 from langchain_aligner.chat_model import ChatAligner
 from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.templates import ALIGNER_V1
-from tests.agent_fixtures import ScriptedChatModel, add, answer_from_tools, call, get_weather
+from tests.agent_fixtures import (
+    ScriptedChatModel,
+    add,
+    answer_from_tools,
+    call,
+    chat_model_stream_events,
+    get_weather,
+)
 from tests.fake_servers import FakeServer, fake_aligner_reply, fake_tokens
 
 USAGE = {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}
@@ -196,6 +203,16 @@ def test_as_the_model_of_an_agent(tgi_server: FakeServer) -> None:
     assert len(final) > 1 and "".join(m.text for m in final) == expected(QUESTION, answer)
     assert "".join(m.text for m in streamed if isinstance(m, AIMessageChunk)) == expected(QUESTION, answer)
     assert not any((m.id or "").startswith("turn-") for m in streamed)
+
+
+async def test_as_the_model_of_an_agent_astream_events_stream_only_the_correction(
+    tgi_server: FakeServer,
+) -> None:
+    streamed, final = await chat_model_stream_events(
+        create_agent(agent_model(tgi_server), [add, get_weather])
+    )
+    assert streamed == expected(QUESTION, ANSWER)  # ChatAligner's own tokens; the inner model streams none
+    assert final["messages"][-1].content == expected(QUESTION, ANSWER)
 
 
 async def test_as_the_model_of_an_agent_async(tgi_server: FakeServer) -> None:

@@ -15,23 +15,20 @@ from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.middleware import AlignerMiddleware
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.templates import ALIGNER_V1
-from tests.agent_fixtures import ScriptedChatModel, add, answer_from_tools, call, get_weather
+from tests.agent_fixtures import (
+    ANSWER,
+    QUESTION,
+    ScriptedChatModel,
+    add,
+    answer_from_tools,
+    call,
+    chat_model_stream_events,
+    check_messages_stream,
+    get_weather,
+    messages_stream,
+    three_turns,
+)
 from tests.fake_servers import FakeServer, fake_aligner_reply
-
-QUESTION = "What is 2 + 3, and what is the weather in Oslo?"
-ANSWER = "The sum is 5 and it is sunny in Oslo, 14 degrees."
-
-
-def three_turns() -> ScriptedChatModel:
-    """Two tool-calling turns, then an answer quoting what the real tools returned."""
-    return ScriptedChatModel(
-        script=[
-            call("turn-1", ("add", {"a": 2, "b": 3})),
-            call("turn-2", ("get_weather", {"city": "Oslo"})),
-            answer_from_tools("turn-3", "The sum is {0} and it is {1}."),
-        ]
-    )
-
 
 expected = fake_aligner_reply
 
@@ -92,21 +89,6 @@ def test_question_is_the_last_human_message(tgi_server: FakeServer) -> None:
     assert len(second["messages"]) == 4
 
 
-def messages_stream(agent: Any) -> list[tuple[Any, dict[str, Any]]]:
-    return list(agent.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="messages"))
-
-
-def check_messages_stream(items: list[tuple[Any, dict[str, Any]]]) -> None:
-    """Each turn arrives once, whole; the answer only as its correction: no raw tokens of either model."""
-    messages = [m for m, _ in items]
-    assert [m.id for m in messages if not isinstance(m, ToolMessage)] == ["turn-1", "turn-2", "turn-3"]
-    assert not any(isinstance(m, AIMessageChunk) for m in messages)
-    final = messages[-1]
-    assert final.content == expected(QUESTION, ANSWER)
-    assert final.response_metadata["aligner_original_answer"] == ANSWER
-    assert not any(ANSWER.split()[0] in m.text for m in messages[:-1])
-
-
 def test_stream_messages_carry_the_correction_once(tgi_server: FakeServer) -> None:
     # Without the middleware the same script streams raw tokens: what the middleware must keep out.
     plain = create_agent(three_turns(), [add, get_weather])
@@ -121,6 +103,16 @@ async def test_astream_messages_carry_the_correction_once(tgi_server: FakeServer
     stream = agent.astream({"messages": [HumanMessage(QUESTION)]}, stream_mode="messages")
     items = [item async for item in stream]
     check_messages_stream(items)
+
+
+async def test_astream_events_stream_no_uncorrected_text(tgi_server: FakeServer) -> None:
+    # Without the middleware the model's tokens are on_chat_model_stream events: what must not leak.
+    plain, _ = await chat_model_stream_events(create_agent(three_turns(), [add, get_weather]))
+    assert ANSWER in plain
+
+    streamed, final = await chat_model_stream_events(agent_with(tgi_server))
+    assert streamed == ""  # the model is not asked to stream: its answer is corrected before anyone sees it
+    check_state(final["messages"])
 
 
 def test_stream_updates_carry_the_correction_once(tgi_server: FakeServer) -> None:

@@ -14,6 +14,7 @@ from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_aligner import AlignedChatModel, AlignerRunnable, with_aligner
+from tests import agent_fixtures as agents
 from tests.fake_servers import FakeServer, fake_aligner_reply
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "You are terse."), ("human", "{question}")])
@@ -117,3 +118,20 @@ def test_input_without_a_text_question_passes_through_marked(
 def test_custom_keys_do_not_break_wrap(tgi_server: FakeServer) -> None:
     aligner = AlignerRunnable(backend="tgi", url=tgi_server.url, question_key="q", answer_key="a")
     assert aligner.wrap(FakeListChatModel(responses=[ANSWER])).invoke(QUESTION).content == expected()
+
+
+def wrapped_agent(aligner: AlignerRunnable) -> Any:
+    from langchain.agents import create_agent
+
+    return create_agent(aligner.wrap(agents.three_turns()), [agents.add, agents.get_weather])
+
+
+def test_agent_streams_messages_only_corrected(aligner: AlignerRunnable) -> None:
+    # The model's raw tokens stay out; each turn arrives whole, the answer as its correction.
+    agents.check_messages_stream(agents.messages_stream(wrapped_agent(aligner)))
+
+
+async def test_agent_astream_events_stream_no_uncorrected_text(aligner: AlignerRunnable) -> None:
+    streamed, final = await agents.chat_model_stream_events(wrapped_agent(aligner))
+    assert streamed == ""  # the wrapped model is not asked to stream: its answer is corrected first
+    assert final["messages"][-1].content == expected(agents.QUESTION, agents.ANSWER)

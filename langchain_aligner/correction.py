@@ -1,0 +1,48 @@
+"""The correction policy, in one place for ``wrap``, ``ChatAligner``, ``AlignerMiddleware``, the evaluation
+runner and ``train.preference``.
+
+Streaming: an answer is corrected before anyone may see it, so the model that writes it is called without
+token streaming (LangChain's ``disable_streaming``) and its run is tagged ``nostream`` (LangGraph's
+``TAG_NOSTREAM``): neither ``stream_mode="messages"`` nor ``astream_events``' ``on_chat_model_stream``
+events carry the uncorrected text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.runnables.config import ensure_config, patch_config
+
+__all__ = ["NOSTREAM_TAG", "inner_config", "without_token_streaming"]
+
+NOSTREAM_TAG = "nostream"
+"""LangGraph's tag (``langgraph.constants.TAG_NOSTREAM``) for runs kept out of ``stream_mode="messages"``."""
+
+R = TypeVar("R", bound=Runnable[Any, Any])
+
+
+def without_token_streaming(model: R) -> R:
+    """``model`` (a chat model, or a binding of one such as ``bind_tools``' result) with token streaming off.
+
+    A copy with ``disable_streaming=True``: ``invoke`` then never streams, even when ``astream_events`` or a
+    streaming callback asks for tokens. Other runnables are returned as they are.
+    """
+    if isinstance(model, BaseChatModel):
+        if model.disable_streaming is True:
+            return model
+        return model.model_copy(update={"disable_streaming": True})  # type: ignore[return-value]
+    if isinstance(model, RunnableBinding):
+        return model.model_copy(update={"bound": without_token_streaming(model.bound)})  # type: ignore[return-value]
+    return model
+
+
+def inner_config(config: RunnableConfig | None = None, callbacks: Callbacks = None) -> RunnableConfig:
+    """The config of a call inside a correction: ``config`` (default: the current one) with ``callbacks``
+    (the child callbacks of the correcting run) and the ``nostream`` tag, so that the call is traced under
+    the correcting run but its output never reaches a messages stream as it comes."""
+    base = ensure_config(config)
+    child = patch_config(base, callbacks=callbacks) if callbacks is not None else base
+    return {**child, "tags": [*child.get("tags", []), NOSTREAM_TAG]}
