@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_aligner.models import export_model, load_model_and_tokenizer
 from train.config import ConfigError, LoRAConfig, load_config, resolve_deepspeed_config
 from train.preference import read_jsonl
+from train.run_lock import hold_run_directory
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(DPOConfig, args.config, args.overrides)
     except ConfigError as error:
         parser.error(str(error))
-    result = train_dpo(config)
+    with hold_run_directory(config.output_dir):
+        result = train_dpo(config)
     if result.main_process:
         last: dict[str, Any] = next(
             (log for log in reversed(result.log_history) if "rewards/margins" in log), {}

@@ -20,6 +20,7 @@ from typing import Any
 
 from train.batching import Phase
 from train.config import ConfigError, SFTConfig, config_to_dict, load_config
+from train.run_lock import hold_run_directory
 
 __all__ = ["main", "parse_args", "load_records", "split_records", "apply_lora"]
 
@@ -85,10 +86,18 @@ def apply_lora(model: Any, config: SFTConfig) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run supervised fine-tuning; returns the process exit status."""
+    """Run supervised fine-tuning; returns the process exit status.
+
+    Raises:
+        RunDirectoryInUse: A live run holds ``output_dir`` (rank 0 takes its lock before any heavy work).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config, args = parse_args(argv)
+    with hold_run_directory(config.output_dir):
+        return _train(config, args)
 
+
+def _train(config: SFTConfig, args: argparse.Namespace) -> int:
     from transformers import set_seed
 
     from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
@@ -116,7 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         Phase("main", range(len(warmup), len(dataset)), epochs=config.num_epochs),
     ]
     if rank == 0:
-        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(config.output_dir) / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
         logger.info(
             "%d warm-up, %d main, %d held-out records; %d rank(s)",
