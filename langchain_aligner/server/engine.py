@@ -18,6 +18,8 @@ request after another. The design, in brief:
   returns them; clients cut them), the EOS token is the last token of its request but not part of the text,
   and token texts come from ``tokenizers``' incremental ``DecodeStream`` (correct for multi-byte and
   sentencepiece pieces: a token that ends inside a character has the text ``""``).
+- Isolation: settings the float32 scores cannot take are refused at admission; a row whose token cannot be
+  chosen (NaN scores) fails its own request only; a forward pass that raises fails the requests it ran.
 - Only models whose KV cache is transformers' plain ``DynamicCache`` (full attention in every layer) can be
   batched this way; others are refused when the engine is built.
 """
@@ -32,8 +34,8 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -142,6 +144,9 @@ class EngineGenerationError(AlignerError, RuntimeError):
 
 MAX_TOP_N_TOKENS = 5
 """TGI's default ``--max-top-n-tokens``."""
+
+_SMALLEST_NORMAL_FLOAT32 = 1.1754943508222875e-38
+"""``torch.finfo(torch.float32).tiny``: dividing float32 scores by anything smaller can overflow."""
 
 _Event = TokenEvent | FinishEvent | BaseException
 
@@ -393,6 +398,7 @@ class BatchingEngine:
                 f"Input validation error: `top_n_tokens` must be >= 0 and <= {MAX_TOP_N_TOKENS}. "
                 f"Given: {request.top_n_tokens}"
             )
+        _validate_sampling(request.params)
         input_ids = [int(i) for i in self.tokenizer(request.prompt)["input_ids"]]
         if len(input_ids) > self.max_input_tokens:
             raise EngineValidationError(
@@ -502,15 +508,14 @@ class BatchingEngine:
         )
         logits = output.logits.float()
         self._count(prefills=1)
-        if details:
-            for row, sequence in enumerate(newcomers):
+        self._merge(newcomers, output.past_key_values, mask)
+        for row, sequence in enumerate(newcomers):
+            with self._failing_alone(sequence):
                 if sequence.request.decoder_input_details:
                     sequence.prefill = self._prefill_tokens(
                         sequence, logits[row, length - len(sequence.input_ids) :]
                     )
-        self._merge(newcomers, output.past_key_values, mask)
-        for row, sequence in enumerate(newcomers):
-            self._append(sequence, logits[row, -1])
+                self._append(sequence, logits[row, -1])
 
     def _decode_step(self) -> None:
         import torch
@@ -535,7 +540,17 @@ class BatchingEngine:
             self._batch_sizes[len(batch)] += 1
         logits = output.logits[:, -1].float()
         for row, sequence in enumerate(batch):
-            self._append(sequence, logits[row])
+            with self._failing_alone(sequence):
+                self._append(sequence, logits[row])
+
+    @contextmanager
+    def _failing_alone(self, sequence: _Sequence) -> Iterator[None]:
+        """Fail only ``sequence`` when choosing its token fails (its settings or its scores are bad): the
+        other rows of the batch go on, and the finished-row sweep drops this one."""
+        try:
+            yield
+        except Exception as error:
+            self._fail([sequence], _generation_error(error))
 
     def _merge(self, newcomers: list[_Sequence], cache: Any, mask: torch.Tensor) -> None:
         """Add the prefilled rows to the running batch, left-padding the shorter KV cache."""
@@ -705,3 +720,21 @@ def _generation_error(error: Exception) -> EngineGenerationError:
     failed = EngineGenerationError(f"generation failed: {type(error).__name__}: {error}")
     failed.__cause__ = error
     return failed
+
+
+def _validate_sampling(params: GenerationParams) -> None:
+    """Refuse the sampling settings the engine cannot compute with (``EngineValidationError``).
+
+    Scores are float32: a temperature or repetition penalty that is not a finite normal float32 (NaN,
+    infinity, or so small that dividing by it overflows) turns them into NaN; a seed must fit a
+    ``torch.Generator`` (64 bits, as TGI's ``u64``).
+    """
+    for name in ("temperature", "repetition_penalty"):
+        value = getattr(params, name)
+        if value is not None and not (math.isfinite(value) and value >= _SMALLEST_NORMAL_FLOAT32):
+            raise EngineValidationError(
+                f"Input validation error: `{name}` must be a finite number >= {_SMALLEST_NORMAL_FLOAT32:g} "
+                f"(the smallest normal float32). Given: {value}"
+            )
+    if params.seed is not None and params.seed >= 2**64:
+        raise EngineValidationError(f"Input validation error: `seed` must be < 2**64. Given: {params.seed}")
