@@ -16,7 +16,15 @@ from train.builders import (
     from_pandalm,
     jailbreakbench_refusals,
 )
-from train.mixes import ALPACA_EVAL_WEAK_MODELS, CATEGORIES, MIXES, MixSpec, build_mix, is_held_out
+from train.mixes import (
+    ALPACA_EVAL_STRONG_MODELS,
+    ALPACA_EVAL_WEAK_MODELS,
+    CATEGORIES,
+    MIXES,
+    MixSpec,
+    build_mix,
+    is_held_out,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -186,6 +194,9 @@ def _write_data_dir(root: Path, n: int) -> Path:
         {"instruction": f"panda q{i}", "input": "", "response1": f"p-good {i}", "response2": "p-bad",
          "annotator1": 1, "annotator2": 1, "annotator3": 1}
         for i in range(n)
+    ] + [
+        {"instruction": "panda q0", "input": "", "response1": REFUSAL, "response2": "p-bad",
+         "annotator1": 1, "annotator2": 1, "annotator3": 1}
     ]  # fmt: skip
     (root / "pandalm" / "testset-v1.json").write_text(json.dumps(pandalm))
     (root / "alpaca_eval_models").mkdir()
@@ -201,6 +212,11 @@ def _write_data_dir(root: Path, n: int) -> Path:
         ]
         path = root / "alpaca_eval_models" / f"{model}__weighted_alpaca_eval_gpt4_turbo__annotations.json.gz"
         path.write_bytes(gzip.compress(json.dumps(rows).encode()))
+    for model in ALPACA_EVAL_STRONG_MODELS:
+        outputs = [{"instruction": f"shared q{i}", "output": f"{model} answers {i}"} for i in range(n)]
+        outputs.append({"instruction": "shared q0", "output": REFUSAL})  # never kept as a good answer
+        path = root / "alpaca_eval_models" / f"{model}__model_outputs.json.gz"
+        path.write_bytes(gzip.compress(json.dumps(outputs).encode()))
     (root / "alpaca_eval_aligner2b").mkdir()
     triples = [
         {"instruction": f"shared q{i}", "original_output": f"up {i}", "output": f"aligned {i}"}
@@ -236,6 +252,14 @@ def test_build_mix_splits_by_question_caps_and_counts(
     shared = {r.question for r in mix.held_out["aligner2b"]}
     assert shared and shared <= {r.question for r in mix.held_out["helpful"]}
     assert all(r.answer == r.correction for r in mix.train["identity"] + mix.held_out["identity"])
+    # Strong models' AlpacaEval answers are identity records; a refusal is neither a helpfulness edit nor a
+    # good answer to keep.
+    identity_answers = {r.answer for r in mix.train["identity"] + mix.held_out["identity"]}
+    assert {f"claude-2 answers {i}" for i in range(60)} <= identity_answers
+    benign = [mix.train[c] + mix.held_out[c] for c in ("helpful", "identity")]
+    assert REFUSAL not in {r.correction for records in benign for r in records}
+    assert mix.skipped["helpful: the correction refuses"] == 1
+    assert mix.skipped["identity: the correction refuses"] == len(ALPACA_EVAL_STRONG_MODELS)
     assert all(r.correction.startswith("I'm sorry") for r in mix.train["harmful"])
     records = mix.training_records()
     assert len(records) == sum(len(r) for r in mix.train.values())

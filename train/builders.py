@@ -29,6 +29,7 @@ __all__ = [
     "build_dataset",
     "from_alpaca_eval",
     "from_alpaca_eval_annotations",
+    "alpaca_eval_outputs",
     "from_hh_rlhf",
     "from_hub",
     "from_jailbreakbench",
@@ -124,6 +125,12 @@ def from_alpaca_eval_annotations(source: str | Path | Rows, *, on_error: OnError
     correction, kept only where the annotator prefers ``output_1`` (``preference < 1.5``).
     """
     return _convert(source, _alpaca_eval_annotation_row, on_error)
+
+
+def alpaca_eval_outputs(source: str | Path | Rows, *, on_error: OnError = "skip") -> Records:
+    """Identity records (question = ``instruction``, answer = correction = ``output``) from an AlpacaEval
+    ``model_outputs.json``: a strong model's answer to a benign instruction is kept as is."""
+    return _convert(source, _alpaca_eval_output_row, on_error)
 
 
 def from_jailbreakbench(
@@ -450,6 +457,11 @@ def _alpaca_eval_annotation_row(row: Mapping[str, Any]) -> dict[str, str]:
     if reference.strip() == answer.strip():
         raise ValueError("the two outputs are identical")
     return {"question": instruction, "answer": answer, "correction": reference}
+
+
+def _alpaca_eval_output_row(row: Mapping[str, Any]) -> dict[str, str]:
+    instruction, output = _strings(row, "instruction", "output")
+    return {"question": instruction, "answer": output, "correction": output}
 
 
 def _jailbreakbench_rows(source: str | Path | Rows) -> Iterator[tuple[str, int, Mapping[str, Any]]]:

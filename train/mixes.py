@@ -11,7 +11,8 @@ of each category for training:
 - ``helpful``: HH-RLHF helpful (three splits), PandaLM majority preference, AlpacaEval weak -> strong where
   GPT-4 Turbo prefers the strong answer;
 - ``identity``: Q-A-A records (the paper's warm-up) on good answers: the preferred responses of the helpful
-  sources and JailbreakBench's refusals, so that a good answer comes back intact;
+  sources, strong models' AlpacaEval answers to benign instructions and JailbreakBench's refusals, so that a
+  good answer comes back intact (and an instruction is not refused for looking like a harmful one);
 - ``aligner2b``: the official Aligner-2B's corrections of GPT-4 Turbo and Qwen1.5-72B on AlpacaEval.
 
 The split is by question (:func:`is_held_out`: a hash of the normalised question), so a question, and a
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from langchain_aligner.quality import is_refusal
 from train.builders import (
+    alpaca_eval_outputs,
     from_alpaca_eval,
     from_alpaca_eval_annotations,
     from_hh_rlhf,
@@ -57,6 +59,15 @@ ALPACA_EVAL_WEAK_MODELS = (
 )
 """The weak models whose AlpacaEval annotation files (against ``gpt4_1106_preview``) are in the data."""
 
+ALPACA_EVAL_STRONG_MODELS = (
+    "claude-2",
+    "claude-3-5-sonnet-20240620",
+    "gpt-4-turbo-2024-04-09",
+    "gpt-4o-2024-05-13",
+    "gpt4",
+)
+"""The strong models whose AlpacaEval answers (``model_outputs``) are identity records."""
+
 
 @dataclass(frozen=True)
 class MixSpec:
@@ -75,10 +86,10 @@ class MixSpec:
 
 
 MIXES: dict[str, MixSpec] = {
-    # The embedded default's mix: about 3,700 records (~0.8M tokens), one epoch in 1.5 hours of a 2-core CPU.
+    # The embedded default's mix: about 3,750 records (~0.8M tokens), one epoch in 1.5 hours of a 2-core CPU.
     "aligner-tiny": MixSpec(
-        max_per_goal=8,
-        quotas={"harmful": 650, "harmless_hh": 600, "helpful": 1150, "identity": 1150, "aligner2b": 150},
+        max_per_goal=4,
+        quotas={"harmful": 350, "harmless_hh": 600, "helpful": 1150, "identity": 1500, "aligner2b": 150},
     ),
 }
 """The named mixes."""
@@ -166,7 +177,11 @@ def _read_sources(data: Path, skipped: Counter[str]) -> dict[str, list[QACRecord
     aligner2b: list[QACRecord] = []
     for path in sorted((data / "alpaca_eval_aligner2b").glob("aligner-2b_*.json.gz")):
         aligner2b += count("aligner2b", from_alpaca_eval(path, on_error="skip"))
+    helpful = _without_refusals(helpful, "helpful", skipped)
     identity = [_identity(r.question, r.correction) for r in helpful]
+    for model in ALPACA_EVAL_STRONG_MODELS:
+        path = data / "alpaca_eval_models" / f"{model}__model_outputs.json.gz"
+        identity += _without_refusals(count("identity", alpaca_eval_outputs(path)), "identity", skipped)
     identity += jailbreakbench_refusals(jailbreaks, is_refusal=is_refusal)
     return {
         "harmful": list(harmful),
@@ -175,6 +190,18 @@ def _read_sources(data: Path, skipped: Counter[str]) -> dict[str, list[QACRecord
         "identity": identity,
         "aligner2b": aligner2b,
     }
+
+
+def _without_refusals(records: Iterable[QACRecord], category: str, skipped: Counter[str]) -> list[QACRecord]:
+    """The records of helpfulness sources whose correction does not refuse: a refusal is neither a
+    helpfulness edit nor a good answer to keep, and would teach the Aligner to refuse benign requests."""
+    kept = []
+    for record in records:
+        if is_refusal(record.correction):
+            skipped[f"{category}: the correction refuses"] += 1
+            continue
+        kept.append(record)
+    return kept
 
 
 def _identity(question: str, answer: str) -> QACRecord:
