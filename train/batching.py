@@ -129,9 +129,15 @@ def plan_training(
     return steps[:max_steps] if max_steps is not None else steps
 
 
-def pad_collate(records: Sequence[Mapping[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad ``input_ids``/``attention_mask``/``labels`` to the longest record of the batch."""
+def pad_collate(
+    records: Sequence[Mapping[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-pad ``input_ids``/``attention_mask``/``labels`` to the longest record of the batch, rounded up to
+    ``pad_to_multiple_of`` when given (few distinct shapes: on CPUs oneDNN compiles and caches kernels per
+    shape, so every new batch width costs time and memory that is never given back)."""
     width = max(len(r["input_ids"]) for r in records)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
 
     def column(key: str, fill: int) -> torch.Tensor:
         return torch.tensor(

@@ -134,6 +134,9 @@ class SFTConfig:
     is meant for GPUs."""
     group_by_length: bool = True
     """Batch records of similar length together (in seeded mega-batches) so padding does not dominate."""
+    pad_to_multiple_of: int | None = None
+    """Pad each batch to a multiple of this many tokens (few distinct shapes; on CPUs oneDNN compiles and keeps
+    kernels per shape, so varied widths cost time and memory); ``None`` pads to the longest record."""
 
     # DeepSpeed and LoRA
     deepspeed: str | None = "ds_zero3.json"
@@ -166,6 +169,9 @@ class SFTConfig:
             "max_records must be positive": self.max_records is None or self.max_records > 0,
             "num_epochs must be positive": self.num_epochs > 0,
             "max_steps must be positive": self.max_steps is None or self.max_steps > 0,
+            "pad_to_multiple_of must be positive": (
+                self.pad_to_multiple_of is None or self.pad_to_multiple_of > 0
+            ),
             "learning_rate must be positive": self.learning_rate > 0,
             "lr_scheduler must be cosine, linear or constant": self.lr_scheduler in SCHEDULERS,
             "warmup_ratio must be in [0, 1)": 0.0 <= self.warmup_ratio < 1.0,

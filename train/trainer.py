@@ -268,7 +268,9 @@ class SFTTrainer:
         loss_sum = torch.zeros(())
         tokens, slots = 0, 0
         for m, indices in enumerate(micro_batches):
-            batch = pad_collate([self.dataset[i] for i in indices], self.tokenizer.pad_token_id)
+            batch = pad_collate(
+                [self.dataset[i] for i in indices], self.tokenizer.pad_token_id, self.config.pad_to_multiple_of
+            )
             self.engine.set_gradient_accumulation_boundary(m == len(micro_batches) - 1)
             summed = self._summed_loss(batch)
             # Mean over the global batch's target tokens; DeepSpeed divides by the world size, so undo that.
