@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextvars import Context, ContextVar, copy_context
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -17,14 +20,28 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.runnables.config import ensure_config
+from langchain_core.runnables.utils import coro_with_context
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field
 
 from langchain_aligner.chunks import as_last_chunk
-from langchain_aligner.correction import NOSTREAM_TAG, without_token_streaming
+from langchain_aligner.correction import inner_config, without_token_streaming
 from langchain_aligner.runnable import AlignerRunnable
 
 __all__ = ["ChatAligner"]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A ChatAligner call in progress: the run id it fixed for LangChain's run, and its config."""
+
+    model: ChatAligner
+    run_id: uuid.UUID
+    config: RunnableConfig
+
+
+_CALL: ContextVar[_Call | None] = ContextVar("langchain_aligner_chat_aligner_call", default=None)
 
 _STRUCTURED_OUTPUT_KWARGS = ("response_format", "ls_structured_output_format")
 """Call arguments that ask the model for structured output (JSON mode, a schema): data, not prose."""
@@ -122,6 +139,105 @@ class ChatAligner(BaseChatModel):
         """The inner model's structured output: a structured answer is data, not text to correct."""
         return self.llm.with_structured_output(schema, include_raw=include_raw, **kwargs)
 
+    # LangChain hands ``_generate`` its run manager, but not ``_stream`` (neither from ``stream`` nor from a
+    # streamed ``invoke``). So that the inner runs are children of this model's run there too, each call
+    # fixes its run id before LangChain starts the run (``config["run_id"]``, which LangChain uses) and
+    # ``_stream`` makes the children from it (see ``_inner_config``).
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """Answer with the inner model and return the correction."""
+        config, context = self._call_context(config)
+        return context.run(super().invoke, input, config, stop=stop, **kwargs)
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """Async :meth:`invoke`."""
+        config, context = self._call_context(config)
+        return await coro_with_context(super().ainvoke(input, config, stop=stop, **kwargs), context)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """Answer with the inner model, then stream the correction as the Aligner writes it."""
+        config, context = self._call_context(config)
+        chunks = super().stream(input, config, stop=stop, **kwargs)
+        try:
+            while (chunk := context.run(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            context.run(chunks.close)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Async :meth:`stream`."""
+        config, context = self._call_context(config)
+        chunks = super().astream(input, config, stop=stop, **kwargs)
+        try:
+            while (chunk := await coro_with_context(anext(chunks, None), context)) is not None:
+                yield chunk
+        finally:
+            await coro_with_context(chunks.aclose(), context)
+
+    def _call_context(self, config: RunnableConfig | None) -> tuple[RunnableConfig, Context]:
+        """The call's config with its run id fixed, and a context in which ``_stream`` finds both."""
+        config = ensure_config(config)
+        config["run_id"] = config.get("run_id") or uuid.uuid4()
+        context = copy_context()
+        context.run(_CALL.set, _Call(self, config["run_id"], config))
+        return config, context
+
+    def _inner_config(
+        self, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None, *, is_async: bool
+    ) -> RunnableConfig:
+        """Config for the inner calls: children of this model's run, tagged ``nostream`` (their tokens are not
+        this model's output). The parent is the run manager when LangChain hands one over, else the run of
+        the call this model is serving (:meth:`_call_context`)."""
+        manager_class = AsyncCallbackManager if is_async else CallbackManager
+        call = _CALL.get()
+        if run_manager is not None:
+            parent: Any = run_manager
+            run_id = run_manager.run_id
+        elif call is not None and call.model is self:
+            config = call.config
+            parent = manager_class.configure(
+                config.get("callbacks"),
+                inheritable_tags=config.get("tags"),
+                inheritable_metadata=config.get("metadata"),
+            )
+            run_id = call.run_id
+        else:
+            return inner_config({})
+        # What ParentRunManager.get_child does; LLM run managers have no such method.
+        children = manager_class(handlers=[], parent_run_id=run_id)
+        children.set_handlers(parent.inheritable_handlers)
+        children.add_tags(parent.inheritable_tags)
+        children.add_metadata(parent.inheritable_metadata)
+        return inner_config({}, children)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -130,7 +246,7 @@ class ChatAligner(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         stop = stop or self.stop
-        config = _child_config(run_manager)
+        config = self._inner_config(run_manager, is_async=False)
         answer = self._answering().invoke(messages, config=config, stop=stop, **kwargs)
         if not _is_answer(answer, kwargs):
             return _result(answer)
@@ -145,7 +261,7 @@ class ChatAligner(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         stop = stop or self.stop
-        config = _child_config(run_manager)
+        config = self._inner_config(run_manager, is_async=True)
         answer = await self._answering().ainvoke(messages, config=config, stop=stop, **kwargs)
         if not _is_answer(answer, kwargs):
             return _result(answer)
@@ -160,7 +276,7 @@ class ChatAligner(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         stop = stop or self.stop
-        config = _child_config(run_manager)
+        config = self._inner_config(run_manager, is_async=False)
         answer = self._answering().invoke(messages, config=config, stop=stop, **kwargs)
         if _is_answer(answer, kwargs):
             pieces = self.aligner.stream([*messages, answer], config=config, **self._overrides(stop))
@@ -180,7 +296,7 @@ class ChatAligner(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         stop = stop or self.stop
-        config = _child_config(run_manager)
+        config = self._inner_config(run_manager, is_async=True)
         answer = await self._answering().ainvoke(messages, config=config, stop=stop, **kwargs)
         if not _is_answer(answer, kwargs):
             chunk = ChatGenerationChunk(message=_own_chunk(answer, as_last_chunk(answer)))
@@ -230,26 +346,6 @@ def apply_correction(answer: AIMessage, correction: AIMessage) -> AIMessage:
             "usage_metadata": _usage(answer, correction),
         }
     )
-
-
-def _child_config(
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-) -> RunnableConfig:
-    """Config for the inner calls: traced under this run, but their tokens are not this model's output."""
-    config: RunnableConfig = {"tags": [NOSTREAM_TAG]}
-    if run_manager is not None:
-        # What ParentRunManager.get_child does; LLM run managers have no such method.
-        manager_class = (
-            AsyncCallbackManager
-            if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
-            else CallbackManager
-        )
-        manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
-        manager.set_handlers(run_manager.inheritable_handlers)
-        manager.add_tags(run_manager.inheritable_tags)
-        manager.add_metadata(run_manager.inheritable_metadata)
-        config["callbacks"] = manager
-    return config
 
 
 def _result(message: BaseMessage) -> ChatResult:

@@ -4,19 +4,24 @@ runner and ``train.preference``.
 Streaming: an answer is corrected before anyone may see it, so the model that writes it is called without
 token streaming (LangChain's ``disable_streaming``) and its run is tagged ``nostream`` (LangGraph's
 ``TAG_NOSTREAM``): neither ``stream_mode="messages"`` nor ``astream_events``' ``on_chat_model_stream``
-events carry the uncorrected text.
+events carry the uncorrected text. The calls inside a correction are child runs of the correcting run
+(:func:`inner_config`); an Aligner called inside a run tagged ``nostream`` reports no tokens to callbacks,
+since the correcting run (``ChatAligner``) streams the same text as its own.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.runnables.config import ensure_config, patch_config
 
-__all__ = ["NOSTREAM_TAG", "inner_config", "without_token_streaming"]
+if TYPE_CHECKING:
+    from langchain_aligner.runnable import AlignerRunnable
+
+__all__ = ["NOSTREAM_TAG", "inner_config", "pair_input", "without_token_streaming"]
 
 NOSTREAM_TAG = "nostream"
 """LangGraph's tag (``langgraph.constants.TAG_NOSTREAM``) for runs kept out of ``stream_mode="messages"``."""
@@ -46,3 +51,8 @@ def inner_config(config: RunnableConfig | None = None, callbacks: Callbacks = No
     base = ensure_config(config)
     child = patch_config(base, callbacks=callbacks) if callbacks is not None else base
     return {**child, "tags": [*child.get("tags", []), NOSTREAM_TAG]}
+
+
+def pair_input(aligner: AlignerRunnable, question: str, answer: str) -> dict[str, str]:
+    """``aligner``'s input for a (question, answer) pair: a dict under its question and answer keys."""
+    return {aligner.question_key: question, aligner.answer_key: answer}

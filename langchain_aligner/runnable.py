@@ -29,6 +29,7 @@ from langchain_aligner.backends import AlignerBackend, Generation, GenerationDel
 from langchain_aligner.backends.base import stream_cut_short
 from langchain_aligner.cache import LRUCache
 from langchain_aligner.chunks import as_last_chunk
+from langchain_aligner.correction import NOSTREAM_TAG
 from langchain_aligner.errors import AlignerBackendError, AlignerCorrectionError, AlignerInputError
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.inputs import AlignerInput, parse_input
@@ -373,8 +374,9 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
                 **self._retry_settings(),
             )
             generation = None
+            reports_tokens = _reports_tokens(run_manager)
             for delta in _prepend(first, deltas):
-                if delta.text:
+                if delta.text and reports_tokens:
                     llm_run.on_llm_new_token(delta.text)
                 text = delta.text if emitted else delta.text.lstrip()
                 if text:
@@ -415,8 +417,9 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
                 **self._retry_settings(),
             )
             generation = None
+            reports_tokens = _reports_tokens(run_manager)
             async for delta in _aprepend(first, deltas):
-                if delta.text:
+                if delta.text and reports_tokens:
                     await llm_run.on_llm_new_token(delta.text)
                 text = delta.text if emitted else delta.text.lstrip()
                 if text:
@@ -649,6 +652,12 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             count_tokens=self._backend.count_tokens,
             on_injection=self.on_injection,
         )
+
+
+def _reports_tokens(run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun) -> bool:
+    """Whether the Aligner's LLM run reports its tokens to callbacks: not inside a run tagged ``nostream``
+    (inside ``ChatAligner``, whose own run streams the same text)."""
+    return NOSTREAM_TAG not in run_manager.tags
 
 
 def _describe(error: BaseException) -> str:

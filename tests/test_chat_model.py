@@ -8,6 +8,8 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tracers import BaseTracer
+from langchain_core.tracers.schemas import Run
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
@@ -102,6 +104,50 @@ def test_streaming_flag_streams_invoke_to_callbacks(tgi_server: FakeServer) -> N
     counter = TokenCounter()
     result = chat(tgi_server, paris(), streaming=True).invoke("Capital?", config={"callbacks": [counter]})
     assert "".join(counter.tokens) == result.content == expected("Capital?", "Paris.")
+
+
+class RunTrees(BaseTracer):
+    """Keeps the finished root runs a call made, with their child runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.roots: list[Run] = []
+
+    def _persist_run(self, run: Run) -> None:
+        self.roots.append(run)
+
+
+def shape(run: Run) -> tuple[str, list[Any]]:
+    return run.name, [shape(child) for child in run.child_runs]
+
+
+async def call_with(model: ChatAligner, how: str, callbacks: list[Any]) -> None:
+    config: Any = {"callbacks": callbacks}
+    if how == "invoke":
+        model.invoke("Capital?", config)
+    elif how == "ainvoke":
+        await model.ainvoke("Capital?", config)
+    elif how == "stream":
+        list(model.stream("Capital?", config))
+    else:
+        [c async for c in model.astream("Capital?", config)]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+async def test_one_root_run_with_the_inner_runs_as_children(
+    tgi_server: FakeServer, how: str, streaming: bool
+) -> None:
+    trees = RunTrees()
+    # streaming=True also streams invoke; an explicit streaming=False would turn streaming off altogether.
+    await call_with(chat(tgi_server, paris(), **({"streaming": True} if streaming else {})), how, [trees])
+    inner = ("ScriptedChatModel", [])
+    aligner = ("AlignerRunnable", [("aligner-tgi", [])])
+    assert [shape(root) for root in trees.roots] == [("ChatAligner", [inner, aligner])]
+    assert all("nostream" in child.tags for child in trees.roots[0].child_runs)
+    # ChatAligner's own run streams the correction: the Aligner's LLM run inside reports no tokens of it.
+    aligner_llm = trees.roots[0].child_runs[1].child_runs[0]
+    assert not [event for event in aligner_llm.events if event["name"] == "new_token"]
 
 
 def test_tool_calls_pass_through_uncorrected(tgi_server: FakeServer) -> None:

@@ -51,6 +51,8 @@ def test_traced_as_a_chain_with_the_backend_call_as_child(tgi_server: FakeServer
     # The LLM run records the text as generated; the chain's output drops the Aligner's leading space.
     assert child.outputs["generations"][0][0]["text"] == " " + expected()
     assert root.outputs is not None
+    tokens = [event["kwargs"]["token"] for event in child.events if event["name"] == "new_token"]
+    assert "".join(tokens) == ("" if mode == "invoke" else " " + expected())
 
 
 def test_over_long_input_is_truncated_to_the_info_limit(tgi_server: FakeServer) -> None:
