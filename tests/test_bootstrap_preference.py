@@ -170,6 +170,14 @@ async def test_acorrect_answers_keeps_the_input_order(tgi_server: FakeServer) ->
         await acorrect_answers(pairs, aligner, max_concurrency=0)
 
 
+async def test_an_aligner_with_its_own_keys_corrects_every_pair(tgi_server: FakeServer) -> None:
+    aligner = AlignerRunnable(backend="tgi", url=tgi_server.url, question_key="prompt", answer_key="response")
+    pairs = [("Q one?", "A one."), {"question": "Q two?", "answer": "A two."}]
+    expected = [expected_correction("Q one?", "A one."), expected_correction("Q two?", "A two.")]
+    for corrections in (correct_answers(pairs, aligner), await acorrect_answers(pairs, aligner)):
+        assert [(c.corrected, c.correction) for c in corrections] == [(True, text) for text in expected]
+
+
 def test_from_message_needs_aligner_metadata() -> None:
     with pytest.raises(ValueError, match="aligner_original_answer"):
         Correction.from_message("Q?", AIMessage(content="plain chat answer"))

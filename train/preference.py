@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
+from langchain_aligner.correction import pair_input
 from train.records import QACRecord, write_records
 
 if TYPE_CHECKING:
@@ -209,10 +210,10 @@ def correct_answers(
     (``on_error="raise"``, bad input) gives an uncorrected :class:`Correction` with the error, so one bad
     pair never loses the others. The result is in input order.
     """
-    inputs = _aligner_inputs(pairs)
-    batch: list[AlignerRunnableInput] = list(inputs)
+    items = _pairs(pairs)
+    batch: list[AlignerRunnableInput] = [pair_input(aligner, *item) for item in items]
     outputs = aligner.batch(batch, _batch_config(max_concurrency), return_exceptions=True)
-    return [_correction(item, output) for item, output in zip(inputs, outputs, strict=True)]
+    return [_correction(item, output) for item, output in zip(items, outputs, strict=True)]
 
 
 async def acorrect_answers(
@@ -222,10 +223,10 @@ async def acorrect_answers(
     max_concurrency: int = 4,
 ) -> list[Correction]:
     """Async :func:`correct_answers`."""
-    inputs = _aligner_inputs(pairs)
-    batch: list[AlignerRunnableInput] = list(inputs)
+    items = _pairs(pairs)
+    batch: list[AlignerRunnableInput] = [pair_input(aligner, *item) for item in items]
     outputs = await aligner.abatch(batch, _batch_config(max_concurrency), return_exceptions=True)
-    return [_correction(item, output) for item, output in zip(inputs, outputs, strict=True)]
+    return [_correction(item, output) for item, output in zip(items, outputs, strict=True)]
 
 
 def read_corrections(path: str | Path) -> list[Correction]:
@@ -285,8 +286,9 @@ def _batch_config(max_concurrency: int) -> RunnableConfig:
     return {"max_concurrency": max_concurrency}
 
 
-def _aligner_inputs(pairs: Iterable[tuple[str, str] | Mapping[str, str]]) -> list[dict[str, str]]:
-    inputs = []
+def _pairs(pairs: Iterable[tuple[str, str] | Mapping[str, str]]) -> list[tuple[str, str]]:
+    """The (question, answer) tuples; the aligner's own input keys are applied by ``pair_input``."""
+    items = []
     for pair in pairs:
         if isinstance(pair, Mapping):
             question, answer = pair["question"], pair["answer"]
@@ -294,15 +296,16 @@ def _aligner_inputs(pairs: Iterable[tuple[str, str] | Mapping[str, str]]) -> lis
             question, answer = pair
         else:
             raise TypeError(f"a pair is a (question, answer) tuple or a mapping with both keys, not {pair!r}")
-        inputs.append({"question": question, "answer": answer})
-    return inputs
+        items.append((question, answer))
+    return items
 
 
-def _correction(item: dict[str, str], output: AIMessage | Exception) -> Correction:
+def _correction(item: tuple[str, str], output: AIMessage | Exception) -> Correction:
+    question, answer = item
     if isinstance(output, Exception):
         error = f"{type(output).__name__}: {output}"
-        return Correction(item["question"], item["answer"], item["answer"], corrected=False, error=error)
-    return Correction.from_message(item["question"], output)
+        return Correction(question, answer, answer, corrected=False, error=error)
+    return Correction.from_message(question, output)
 
 
 def _normalise(text: str) -> str:

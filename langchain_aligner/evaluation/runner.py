@@ -20,6 +20,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
+from langchain_aligner.correction import pair_input
 from langchain_aligner.evaluation.judge import Judgement, PairwiseJudge
 from langchain_aligner.evaluation.metrics import DimensionSummary, summarize
 from langchain_aligner.evaluation.records import EvalRecord
@@ -59,7 +60,7 @@ class EvalResult(BaseModel):
 
 
 def _inputs(aligner: AlignerRunnable, records: Sequence[EvalRecord]) -> list[AlignerRunnableInput]:
-    return [{aligner.question_key: r.question, aligner.answer_key: r.answer} for r in records]
+    return [pair_input(aligner, r.question, r.answer) for r in records]
 
 
 def _merge(
