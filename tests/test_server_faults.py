@@ -8,7 +8,10 @@ orderings or ratios, never against wall-clock thresholds.
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,24 @@ from tests.test_server_engine import PROMPTS, collect, hold_decoding, reference,
 def tiny(tiny_llama_dir: Path) -> tuple[Any, Any]:
     """The tiny random Llama of conftest, loaded once for this module."""
     return load_model_and_tokenizer(tiny_llama_dir)
+
+
+def wait_until(condition: Callable[[], bool], what: str, bound_s: float = 120) -> None:
+    """Poll until ``condition()`` holds; ``bound_s`` only keeps a broken server from hanging the suite."""
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def post_and_stay(url: str, route: str, body: dict[str, Any]) -> socket.socket:
+    """Send a POST request on a raw connection and return it unread: closing it is the client leaving."""
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    head = f"POST {route} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    connection = socket.create_connection((host, int(port)))
+    connection.sendall(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    return connection
 
 
 def nan_scores_in_last_row(
@@ -112,3 +133,44 @@ async def test_a_request_whose_sampling_fails_fails_alone(
     ] == expected
     assert (stats.finished, stats.failed) == (3, 1)
     assert engine.in_flight == 0
+
+
+# -- abandoned work: a client that leaves frees its row ------------------------------------------------------
+
+CHAT = {"messages": [{"role": "user", "content": "Edit the"}]}
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/generate", {"inputs": "Edit the", "parameters": {"max_new_tokens": 100}}),
+        ("/", {"inputs": "Edit the", "parameters": {"max_new_tokens": 100}}),
+        ("/v1/completions", {"prompt": "Edit the", "max_tokens": 100}),
+        ("/v1/chat/completions", {**CHAT, "max_tokens": 100}),
+    ],
+)
+def test_a_non_streaming_client_that_leaves_frees_its_row(
+    tiny_llama_dir: Path, route: str, body: dict[str, Any]
+) -> None:
+    gate = threading.Event()  # the first prefill runs, then the model waits: nothing can finish by itself
+    with serve_tiny(tiny_llama_dir, wrap_forward=gated(gate, free_calls=1), max_batch_size=2) as (
+        url,
+        engine,
+    ):
+        try:
+            leaving = [post_and_stay(url, route, body) for _ in range(2)]
+            wait_until(lambda: engine.in_flight == 2, "both requests admitted")
+            for connection in leaving:
+                connection.close()
+            wait_until(
+                lambda: engine.in_flight == 0, "the abandoned requests dropped while the model is held"
+            )
+        finally:
+            gate.set()
+        # With two rows, this one runs only once the abandoned requests have left the batch.
+        after = httpx.post(
+            f"{url}/generate", json={"inputs": "Edit", "parameters": {"max_new_tokens": 3}}, timeout=120
+        )
+        stats = engine.stats
+    assert after.status_code == 200
+    assert (stats.cancelled, stats.finished) == (2, 1)

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException
 
 from langchain_aligner.backends._stops import StopTrimmer, cut_at_stop
 from langchain_aligner.generation import GenerationParams
+from langchain_aligner.server.disconnect import CancelOnDisconnect
 from langchain_aligner.server.engine import (
     BatchingEngine,
     EngineGenerationError,
@@ -540,6 +541,7 @@ def create_app(
     app = FastAPI(title="langchain-aligner", version=_VERSION, lifespan=lifespan)
     app.state.server = server
     app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
+    app.add_middleware(CancelOnDisconnect)  # a client that leaves frees its row, streamed or not
 
     @app.exception_handler(_Failure)
     async def _on_failure(_: Request, failure: _Failure) -> JSONResponse:
