@@ -151,6 +151,9 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
     from trl import DPOTrainer
 
+    from train.trainer import silence_known_warnings
+
+    silence_known_warnings()
     if config.deepspeed is not None and "LOCAL_RANK" not in os.environ:
         raise ConfigError(
             f"deepspeed={config.deepspeed} needs the DeepSpeed launcher: deepspeed --num_gpus N "

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,15 @@ from train.batching import (
 )
 from train.config import SFTConfig, config_to_dict
 
-__all__ = ["init_distributed", "deepspeed_config", "SFTTrainer", "TrainResult", "LOSS_LOG", "CHECKPOINT_DIR"]
+__all__ = [
+    "init_distributed",
+    "silence_known_warnings",
+    "deepspeed_config",
+    "SFTTrainer",
+    "TrainResult",
+    "LOSS_LOG",
+    "CHECKPOINT_DIR",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +60,32 @@ class TrainResult:
     last_loss: float | None
 
 
+def silence_known_warnings() -> None:
+    """Ignore the deprecation warnings DeepSpeed's ZeRO collectives set off on every optimizer step.
+
+    DeepSpeed calls ``torch.distributed.reduce_scatter_tensor`` and ``all_gather_into_tensor``, which torch
+    deprecates in favour of ``*_single`` (the same operation): a FutureWarning each call, two or more per
+    step, between the progress bar's updates. Only these two messages, from ``torch.distributed``, are
+    ignored.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated",
+        category=FutureWarning,
+        module=r"torch\.distributed\.",
+    )
+
+
 def init_distributed() -> tuple[int, int]:
     """Initialise ``torch.distributed`` through DeepSpeed and return ``(rank, world_size)``.
 
     Under a launcher (``deepspeed``, ``torchrun``) the environment names the ranks; a plain ``python -m
-    train`` run becomes a world of one on 127.0.0.1.
+    train`` run becomes a world of one on 127.0.0.1. The known, harmless warnings of DeepSpeed's collectives
+    are silenced (:func:`silence_known_warnings`).
     """
     import deepspeed
 
+    silence_known_warnings()
     if "RANK" not in os.environ:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -269,7 +296,9 @@ class SFTTrainer:
         tokens, slots = 0, 0
         for m, indices in enumerate(micro_batches):
             batch = pad_collate(
-                [self.dataset[i] for i in indices], self.tokenizer.pad_token_id, self.config.pad_to_multiple_of
+                [self.dataset[i] for i in indices],
+                self.tokenizer.pad_token_id,
+                self.config.pad_to_multiple_of,
             )
             self.engine.set_gradient_accumulation_boundary(m == len(micro_batches) - 1)
             summed = self._summed_loss(batch)
