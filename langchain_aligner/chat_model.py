@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -17,7 +17,6 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.runnables.config import ensure_config
@@ -26,7 +25,12 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field
 
 from langchain_aligner.chunks import as_last_chunk
-from langchain_aligner.correction import inner_config, without_token_streaming
+from langchain_aligner.correction import (
+    apply_correction,
+    correct_chunk,
+    inner_config,
+    without_token_streaming,
+)
 from langchain_aligner.runnable import AlignerRunnable
 
 __all__ = ["ChatAligner"]
@@ -331,45 +335,20 @@ def _is_answer(message: AIMessage, kwargs: dict[str, Any]) -> bool:
     return not message.tool_calls and bool(message.text.strip())
 
 
-def apply_correction(answer: AIMessage, correction: AIMessage) -> AIMessage:
-    """``answer`` with the correction's content, both messages' metadata and their summed token usage.
-
-    The result keeps everything else of ``answer`` (id, name, tool calls, ``additional_kwargs``). In
-    ``response_metadata`` the answer's own keys (``model_name``, ``finish_reason``, ...) win: they describe
-    the model that answered; the Aligner's are the ``aligner_*`` keys. When the Aligner failed open,
-    ``correction`` is the original answer and only its ``aligner_*`` metadata is new.
-    """
-    return answer.model_copy(
-        update={
-            "content": correction.content,
-            "response_metadata": {**correction.response_metadata, **answer.response_metadata},
-            "usage_metadata": _usage(answer, correction),
-        }
-    )
-
-
 def _result(message: BaseMessage) -> ChatResult:
-    # The inner model's run id is not this model's: let BaseChatModel give the message this run's id.
-    return ChatResult(generations=[ChatGeneration(message=message.model_copy(update={"id": None}))])
-
-
-def _usage(answer: AIMessage, correction: AIMessage) -> UsageMetadata | None:
-    if not correction.response_metadata.get("aligner_corrected"):
-        return answer.usage_metadata  # the Aligner failed open: ``correction`` is the answer itself
-    if answer.usage_metadata is None or correction.usage_metadata is None:
-        return answer.usage_metadata or correction.usage_metadata
-    return add_usage(answer.usage_metadata, correction.usage_metadata)
+    return ChatResult(generations=[ChatGeneration(message=_own(message))])
 
 
 def _own_chunk(answer: AIMessage, piece: AIMessageChunk) -> AIMessageChunk:
-    """A chunk of this model's stream: no foreign id; the last one carries the answer's metadata too."""
-    if piece.chunk_position != "last":
-        return piece.model_copy(update={"id": None})
-    return piece.model_copy(
-        update={
-            "id": None,
-            "additional_kwargs": {**answer.additional_kwargs, **piece.additional_kwargs},
-            "response_metadata": {**piece.response_metadata, **answer.response_metadata},
-            "usage_metadata": _usage(answer, piece),
-        }
-    )
+    """A chunk of this model's stream (see :func:`_own`); the last one carries the answer's metadata."""
+    return _own(correct_chunk(answer, piece))
+
+
+M = TypeVar("M", bound=BaseMessage)
+
+
+def _own(message: M) -> M:
+    """``message`` as this model's output: without the inner model's id (BaseChatModel gives the message this
+    run's), and without token usage: the inner model's and the Aligner's runs, children of this one, report
+    theirs under their own model names; reporting them again here would count them twice."""
+    return message.model_copy(update={"id": None, "usage_metadata": None})

@@ -23,8 +23,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import set_config_context
 from langchain_core.runnables.utils import coro_with_context
 
-from langchain_aligner.chat_model import apply_correction
-from langchain_aligner.correction import NOSTREAM_TAG, inner_config, without_token_streaming
+from langchain_aligner.correction import NOSTREAM_TAG, apply_correction, inner_config, without_token_streaming
 from langchain_aligner.inputs import correction_input
 from langchain_aligner.runnable import AlignerRunnable
 

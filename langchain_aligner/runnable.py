@@ -18,8 +18,7 @@ from langchain_core.callbacks import (
 from langchain_core.load.serializable import SerializedConstructor, SerializedNotImplemented
 from langchain_core.messages import AIMessage, AIMessageChunk, MessageLikeRepresentation
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import Generation as LCGeneration
-from langchain_core.outputs import LLMResult
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.utils.utils import secret_from_env
@@ -296,7 +295,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         except BaseException as error:
             llm_run.on_llm_error(error)
             raise
-        llm_run.on_llm_end(_llm_result(generation))
+        llm_run.on_llm_end(self._llm_result(generation))
         return generation
 
     async def _agenerate(
@@ -308,7 +307,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         except BaseException as error:
             await llm_run.on_llm_error(error)
             raise
-        await llm_run.on_llm_end(_llm_result(generation))
+        await llm_run.on_llm_end(self._llm_result(generation))
         return generation
 
     # -- stream ------------------------------------------------------------------------------------------
@@ -390,7 +389,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
                 llm_run.on_llm_error(error)
             yield self._stream_failure(item, error, start, emitted, message_id)
             return
-        llm_run.on_llm_end(_llm_result(generation))
+        llm_run.on_llm_end(self._llm_result(generation))
         yield self._stream_end(
             item, generation, params, start, attempts, fitted.truncated, emitted, message_id
         )
@@ -433,7 +432,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
                 await llm_run.on_llm_error(error)
             yield self._stream_failure(item, error, start, emitted, message_id)
             return
-        await llm_run.on_llm_end(_llm_result(generation))
+        await llm_run.on_llm_end(self._llm_result(generation))
         yield self._stream_end(
             item, generation, params, start, attempts, fitted.truncated, emitted, message_id
         )
@@ -560,7 +559,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             aligner_truncated=truncated,
             aligner_cached=cached,
             finish_reason=generation.finish_reason,
-            model_name=generation.model or self._backend.model_name,
+            model_name=self._model_name(generation),
             token_usage={
                 "prompt_tokens": generation.prompt_tokens,
                 "completion_tokens": generation.completion_tokens,
@@ -570,6 +569,28 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         # Aligners write the correction after "ASSISTANT:" with a leading space (as trained): drop it.
         return AIMessage(
             content=generation.text.lstrip(), id=message_id, response_metadata=metadata, usage_metadata=usage
+        )
+
+    def _model_name(self, generation: Generation) -> str:
+        return generation.model or self._backend.model_name
+
+    def _llm_result(self, generation: Generation) -> LLMResult:
+        """The Aligner's LLM run result: a chat generation whose message carries the token usage and the
+        model's name, which is what LangChain's usage callback (``get_usage_metadata_callback``) counts."""
+        model_name = self._model_name(generation)
+        message = AIMessage(
+            content=generation.text,
+            usage_metadata=_usage(generation),
+            response_metadata={"model_name": model_name, "finish_reason": generation.finish_reason},
+        )
+        token_usage = {
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens,
+        }
+        info = {"finish_reason": generation.finish_reason} if generation.finish_reason else None
+        return LLMResult(
+            generations=[[ChatGeneration(message=message, generation_info=info)]],
+            llm_output={"token_usage": token_usage, "model_name": model_name},
         )
 
     def _original(self, item: AlignerInput, extra: dict[str, Any], start: float | None = None) -> AIMessage:
@@ -677,18 +698,6 @@ def _usage(generation: Generation) -> UsageMetadata | None:
     if prompt is None or completion is None:
         return None
     return UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)
-
-
-def _llm_result(generation: Generation) -> LLMResult:
-    info = {"finish_reason": generation.finish_reason} if generation.finish_reason else None
-    token_usage = {
-        "prompt_tokens": generation.prompt_tokens,
-        "completion_tokens": generation.completion_tokens,
-    }
-    return LLMResult(
-        generations=[[LCGeneration(text=generation.text, generation_info=info)]],
-        llm_output={"token_usage": token_usage, "model_name": generation.model},
-    )
 
 
 def _added_up(inputs: Iterator[Any]) -> Any:

@@ -13,7 +13,12 @@ from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict
 
 from langchain_aligner.chunks import as_last_chunk
-from langchain_aligner.correction import inner_config, without_token_streaming
+from langchain_aligner.correction import (
+    apply_correction,
+    correct_chunk,
+    inner_config,
+    without_token_streaming,
+)
 from langchain_aligner.inputs import correction_input
 from langchain_aligner.runnable import AlignerRunnable
 
@@ -90,7 +95,8 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         answer = self._answer(input, run_manager, config, **kwargs)
         if _passes_through(answer):
             return answer
-        return self.aligner.invoke(_pair(input, answer), _child(config, run_manager, "aligner"))
+        correction = self.aligner.invoke(_pair(input, answer), _child(config, run_manager, "aligner"))
+        return apply_correction(answer, correction)
 
     async def _ainvoke(
         self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
@@ -98,7 +104,8 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         answer = await self._aanswer(input, run_manager, config, **kwargs)
         if _passes_through(answer):
             return answer
-        return await self.aligner.ainvoke(_pair(input, answer), _child(config, run_manager, "aligner"))
+        correction = await self.aligner.ainvoke(_pair(input, answer), _child(config, run_manager, "aligner"))
+        return apply_correction(answer, correction)
 
     def _stream(
         self, inputs: Iterator[LanguageModelInput], run_manager: Any, config: RunnableConfig, **kwargs: Any
@@ -108,7 +115,8 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         if _passes_through(answer):
             yield _as_chunk(answer)
             return
-        yield from self.aligner.stream(_pair(input, answer), _child(config, run_manager, "aligner"))
+        for piece in self.aligner.stream(_pair(input, answer), _child(config, run_manager, "aligner")):
+            yield correct_chunk(answer, piece)
 
     async def _astream(
         self,
@@ -122,8 +130,8 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         if _passes_through(answer):
             yield _as_chunk(answer)
             return
-        async for chunk in self.aligner.astream(_pair(input, answer), _child(config, run_manager, "aligner")):
-            yield chunk
+        async for piece in self.aligner.astream(_pair(input, answer), _child(config, run_manager, "aligner")):
+            yield correct_chunk(answer, piece)
 
     def _answer(
         self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any

@@ -246,11 +246,14 @@ def _tgi_app(script: Script) -> FastAPI:
             return accepted
         body, tokens, finish = accepted
         params = body.get("parameters") or {}
+        prefill = [{"id": 1, "text": "<s>", "logprob": None}] + [
+            {"id": 1000 + i, "text": t, "logprob": -0.5} for i, t in enumerate(fake_tokens(body["inputs"]))
+        ]
         details = {
             "finish_reason": finish,
             "generated_tokens": len(tokens),
             "seed": None,
-            "prefill": [],
+            "prefill": prefill if params.get("decoder_input_details") else [],
             "tokens": [_token(i, t) for i, t in enumerate(tokens)],
         }
         return JSONResponse(

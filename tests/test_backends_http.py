@@ -39,6 +39,19 @@ def test_generate_returns_text_and_token_counts(served: tuple[AlignerBackend, Fa
     assert (request.get("inputs") or request.get("prompt")) == PROMPT  # sent as is: no BOS added
 
 
+async def test_generate_and_stream_report_the_same_token_counts(
+    served: tuple[AlignerBackend, FakeServer],
+) -> None:
+    backend, _ = served
+    params = GenerationParams()
+    generated = [backend.generate(PROMPT, params), await backend.agenerate(PROMPT, params)]
+    streamed = list(backend.stream(PROMPT, params))[-1].generation
+    assert streamed is not None and streamed.prompt_tokens is not None
+    for generation in generated:
+        counts = (generation.prompt_tokens, generation.completion_tokens)
+        assert counts == (streamed.prompt_tokens, streamed.completion_tokens)
+
+
 async def test_agenerate_matches_generate(served: tuple[AlignerBackend, FakeServer]) -> None:
     backend, _ = served
     assert (await backend.agenerate(PROMPT, GenerationParams())).text == FULL

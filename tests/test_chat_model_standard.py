@@ -179,6 +179,13 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
     def model_override_value(self) -> str:
         return "other-inner-model"
 
+    @property
+    def returns_usage_metadata(self) -> bool:
+        # Not applicable: the inner model's run and the Aligner's, children of ChatAligner's, report their
+        # usage under their own model names; ChatAligner's message repeating it would count it twice
+        # (tests/test_usage.py). The Aligner's usage is in response_metadata["aligner_usage"].
+        return False
+
     def test_answers_are_corrections(self, model: BaseChatModel) -> None:
         """Not a standard test: the answer really is the served Aligner's, and the inner model's is kept."""
         result = model.invoke("Hello")
@@ -193,3 +200,6 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
         assert expected.content and result.content == expected.content
         assert result.response_metadata["model_name"] == "inner-model"
         assert result.response_metadata["aligner_model"] == "tiny-llama"
+        # The served Aligner's /generate reports the prompt's tokens too (decoder_input_details).
+        usage = result.response_metadata["aligner_usage"]
+        assert usage == expected.usage_metadata and usage["input_tokens"] > 0

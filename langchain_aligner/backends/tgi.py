@@ -138,8 +138,9 @@ def _async_http_client() -> httpx2.AsyncClient:
 class TGIBackend(AlignerBackend):
     """Calls a TGI server (or anything that speaks TGI's ``/generate`` API, like ``langchain-aligner serve``).
 
-    The prompt is sent as is: TGI adds the BOS token itself. Token counts come from TGI's ``details``
-    (``/generate`` reports generated tokens only; ``/generate_stream`` reports the input length too).
+    The prompt is sent as is: TGI adds the BOS token itself. Token counts come from TGI's ``details``:
+    ``/generate_stream`` reports the input length, ``/generate`` the prompt's tokens when asked for them
+    (``decoder_input_details``, as TGI's own ``/v1/completions`` asks to report usage).
     ``/info`` is read once for the token limits and the model id; ``/tokenize`` counts tokens. Requests
     go to ``url`` even with ``HF_HUB_OFFLINE=1`` (which only keeps huggingface_hub off the Hub).
 
@@ -229,7 +230,7 @@ class TGIBackend(AlignerBackend):
     def generate(self, prompt: str, params: GenerationParams) -> Generation:
         try:
             output = self._client.text_generation(
-                prompt, model=f"{self.url}/generate", **_tgi_parameters(params)
+                prompt, model=f"{self.url}/generate", decoder_input_details=True, **_tgi_parameters(params)
             )
         except Exception as error:
             raise tgi_error(error) from error
@@ -239,7 +240,7 @@ class TGIBackend(AlignerBackend):
         client = self._async_client.get()
         try:
             output = await client.text_generation(
-                prompt, model=f"{self.url}/generate", **_tgi_parameters(params)
+                prompt, model=f"{self.url}/generate", decoder_input_details=True, **_tgi_parameters(params)
             )
         except Exception as error:
             raise tgi_error(error) from error
@@ -315,7 +316,7 @@ class TGIBackend(AlignerBackend):
     def _finished(self, text: str, details: Any, params: GenerationParams) -> Generation:
         return Generation(
             text=cut_at_stop(text, params.stop),
-            prompt_tokens=None,
+            prompt_tokens=len(details.prefill) if details and details.prefill else None,
             completion_tokens=details.generated_tokens if details else None,
             finish_reason=details.finish_reason if details else None,
             model=self.model_name,
