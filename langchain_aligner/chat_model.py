@@ -95,6 +95,15 @@ class ChatAligner(BaseChatModel):
     streaming: bool = False
     """Stream on ``invoke`` too (so that callbacks receive the correction token by token)."""
 
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Serializable with LangChain's ``dumpd``/``load``, as ``ChatOpenAI`` is (when its ``llm`` is)."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_aligner", "chat_model"]
+
     @property
     def _llm_type(self) -> str:
         return "aligner-chat"

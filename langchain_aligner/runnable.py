@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Union, cast
@@ -142,7 +143,12 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     answer_key: str = "answer"
     default_question: str | None = Field(default=None, description="Question for bare str/AIMessage input.")
     skip_if: Callable[[str, str], bool] | None = Field(
-        default=None, exclude=True, description="skip_if(question, answer) -> True returns the answer as is."
+        default=None,
+        exclude=True,
+        description=(
+            "skip_if(question, answer) -> True returns the answer as is. A function: an Aligner with one "
+            "serializes as not_implemented (see to_json)."
+        ),
     )
     cache_size: int = Field(default=0, ge=0, description="LRU cache entries; 0 turns caching off.")
 
@@ -185,7 +191,18 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         return {"api_key": "ALIGNER_API_KEY"}
 
     def to_json(self) -> SerializedConstructor | SerializedNotImplemented:
-        """LangChain serialization; generation parameters and a template object are written as plain data."""
+        """LangChain serialization; generation parameters and a template object are written as plain data.
+
+        ``skip_if`` is a function and cannot be written: an Aligner with one is written as ``not_implemented``
+        (which ``load`` refuses), with a warning. Dump it without ``skip_if`` and set it again after loading.
+        """
+        if self.skip_if is not None:
+            warnings.warn(
+                "AlignerRunnable.skip_if is a function and cannot be serialized: the Aligner is written as "
+                "'not_implemented', which load() refuses; dump it without skip_if, set skip_if after loading",
+                stacklevel=2,
+            )
+            return self.to_json_not_implemented()
         serialized = super().to_json()
         if serialized["type"] == "constructor":
             kwargs = serialized["kwargs"]

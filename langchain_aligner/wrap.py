@@ -52,6 +52,15 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
     chat_model: Runnable[LanguageModelInput, BaseMessage]
     aligner: AlignerRunnable
 
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Serializable with LangChain's ``dumpd``/``load`` when the chat model is (as ``ChatOpenAI`` is)."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_aligner", "wrap"]
+
     @property
     def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
         return self.chat_model.InputType

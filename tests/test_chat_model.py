@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.load import dumpd, load
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tracers import BaseTracer
 from langchain_core.tracers.schemas import Run
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
+from langchain_aligner import AlignerRunnable
 from langchain_aligner.chat_model import ChatAligner
 from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.templates import ALIGNER_V1
@@ -193,6 +196,23 @@ def test_without_a_human_message_the_answer_passes_through_marked(tgi_server: Fa
     result = chat(tgi_server, paris()).invoke([SystemMessage("Say something.")])
     assert result.content == "Paris." and result.response_metadata["aligner_skipped"] == "no_question"
     assert tgi_server.script.requests == []
+
+
+def test_serializes_and_loads_like_chat_openai(tgi_server: FakeServer) -> None:
+    inner = ChatOpenAI(base_url=f"{tgi_server.url}/v1", api_key="sk-inner", model="inner")  # type: ignore[arg-type]
+    model = ChatAligner(llm=inner, aligner={"backend": "tgi", "url": tgi_server.url}, max_tokens=5)
+    data = dumpd(model)
+    assert data["id"] == ["langchain_aligner", "chat_model", "ChatAligner"]
+    assert "not_implemented" not in json.dumps(data) and "sk-inner" not in json.dumps(data)
+    restored = load(
+        data,
+        valid_namespaces=["langchain_aligner"],
+        allowed_objects=[ChatAligner, ChatOpenAI, AlignerRunnable],
+        secrets_map={"OPENAI_API_KEY": "sk-inner"},
+    )
+    assert isinstance(restored, ChatAligner) and restored.max_tokens == 5
+    assert isinstance(restored.llm, ChatOpenAI) and restored.llm.model_name == "inner"
+    assert restored.aligner.invoke({"question": "Q?", "answer": "A."}).content == expected("Q?", "A.")
 
 
 def test_bind_tools_binds_what_the_inner_model_binds(tgi_server: FakeServer) -> None:

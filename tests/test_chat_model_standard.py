@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import openai
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from langchain_core.language_models import BaseChatModel
+from langchain_core.load import dumpd, load
 from langchain_openai import ChatOpenAI
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
+from syrupy.assertion import SnapshotAssertion
 
 from langchain_aligner import AlignerRunnable, GenerationParams
 from langchain_aligner.backends import TransformersBackend
@@ -51,6 +55,31 @@ class TestChatAlignerUnit(ChatModelUnitTests):
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
         return STANDARD_PARAMS
+
+    @property
+    def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+        # The secrets test_serdes reads back from the environment: the inner ChatOpenAI's key.
+        return {"OPENAI_API_KEY": "unused"}, self.chat_model_params, {"max_tokens": None}
+
+    @pytest.mark.xfail(
+        reason="its allowed_objects='all' covers only langchain-core's own serialization mappings, which a "
+        "third-party package is not in; test_serdes_naming_the_classes checks the same with them named",
+        strict=True,
+    )
+    def test_serdes(self, model: BaseChatModel, snapshot: SnapshotAssertion) -> None:
+        super().test_serdes(model, snapshot)
+
+    def test_serdes_naming_the_classes(self, model: BaseChatModel, snapshot: SnapshotAssertion) -> None:
+        """The standard test_serdes (the same snapshot), loading with the classes named."""
+        with mock.patch.dict(os.environ, self.init_from_env_params[0]):
+            assert dumpd(model) == snapshot(name="serialized")
+            loaded = load(
+                dumpd(model),
+                valid_namespaces=["langchain_aligner"],
+                allowed_objects=[ChatAligner, ChatOpenAI, AlignerRunnable],
+                secrets_from_env=True,
+            )
+        assert loaded.dict() == model.dict()
 
 
 def _reply(body: dict[str, Any]) -> list[str]:

@@ -150,6 +150,15 @@ def test_configuration_round_trips_through_langchain_serialization(tgi_server: F
     )
 
 
+def test_skip_if_is_not_dropped_silently_from_dumps(tgi_server: FakeServer) -> None:
+    aligner = make(tgi_server, skip_if=lambda question, answer: len(answer) < 3)
+    with pytest.warns(UserWarning, match="skip_if is a function and cannot be serialized"):
+        data = dumpd(aligner)
+    assert data["type"] == "not_implemented"
+    with pytest.raises(NotImplementedError):
+        load(data, valid_namespaces=["langchain_aligner"], allowed_objects=[AlignerRunnable])
+
+
 def test_openai_backend_through_the_runnable(openai_server: FakeServer) -> None:
     aligner = AlignerRunnable(backend="openai", url=openai_server.url, model="fake/aligner-7b")
     result = aligner.invoke({"question": QUESTION, "answer": ANSWER})

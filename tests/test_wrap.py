@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from langchain_core.language_models import FakeListChatModel, FakeMessagesListChatModel, GenericFakeChatModel
+from langchain_core.load import dumpd, load
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable, RunnablePassthrough
+from langchain_core.prompts import (
+    ChatPromptTemplate,
+    HumanMessagePromptTemplate,
+    PromptTemplate,
+    SystemMessagePromptTemplate,
+)
+from langchain_core.runnables import Runnable, RunnablePassthrough, RunnableSequence
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_openai import ChatOpenAI
 
 from langchain_aligner import AlignedChatModel, AlignerRunnable, with_aligner
 from tests import agent_fixtures as agents
@@ -135,3 +143,26 @@ async def test_agent_astream_events_stream_no_uncorrected_text(aligner: AlignerR
     streamed, final = await agents.chat_model_stream_events(wrapped_agent(aligner))
     assert streamed == ""  # the wrapped model is not asked to stream: its answer is corrected first
     assert final["messages"][-1].content == expected(agents.QUESTION, agents.ANSWER)
+
+
+def test_a_chain_with_wrap_serializes_and_loads(aligner: AlignerRunnable, tgi_server: FakeServer) -> None:
+    llm = ChatOpenAI(model="upstream", base_url=f"{tgi_server.url}/v1", api_key="sk-upstream")  # type: ignore[arg-type]
+    data = dumpd(PROMPT | aligner.wrap(llm))
+    assert "not_implemented" not in json.dumps(data)
+    assert "sk-upstream" not in json.dumps(data)
+    allowed = [
+        RunnableSequence,
+        ChatPromptTemplate,
+        SystemMessagePromptTemplate,
+        HumanMessagePromptTemplate,
+        PromptTemplate,
+        ChatOpenAI,
+        AlignedChatModel,
+        AlignerRunnable,
+    ]
+    secrets = {"OPENAI_API_KEY": "sk-upstream"}
+    chain = load(data, valid_namespaces=["langchain_aligner"], allowed_objects=allowed, secrets_map=secrets)
+    wrapped = chain.last
+    assert isinstance(wrapped, AlignedChatModel) and isinstance(wrapped.chat_model, ChatOpenAI)
+    assert wrapped.chat_model.model_name == "upstream"
+    assert wrapped.aligner.invoke({"question": QUESTION, "answer": ANSWER}).content == expected()
