@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.models import load_model_and_tokenizer
+from langchain_aligner.server.app import create_app
 from langchain_aligner.server.engine import BatchingEngine, EngineGenerationError, EngineRequest
-from tests.test_server_app import gated, serve_tiny
+from langchain_aligner.server.shutdown import LAST_WRITES_TIMEOUT, DrainingServer
+from tests.test_server_app import gated, serve_tiny, sse_events
 from tests.test_server_engine import PROMPTS, collect, hold_decoding, reference, started, wait_until_queued
 
 
@@ -174,3 +181,176 @@ def test_a_non_streaming_client_that_leaves_frees_its_row(
         stats = engine.stats
     assert after.status_code == 200
     assert (stats.cancelled, stats.finished) == (2, 1)
+
+
+# -- shutdown: a signal drains the server --------------------------------------------------------------------
+
+GENERATE = {"inputs": "Edit the", "parameters": {"max_new_tokens": 20, "details": True}}
+COMPLETE = {"prompt": "Edit the", "max_tokens": 20, "stream": True}
+
+
+def serve_until_signalled(
+    tiny_llama_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    graceful_timeout: float,
+    scenario: Callable[[str, BatchingEngine, threading.Event], Awaitable[Any]],
+) -> tuple[Any, list[int]]:
+    """Serve the tiny model as ``serve`` does (a :class:`DrainingServer`, signal handlers and all) in the
+    main thread while ``scenario(url, engine, gate)`` runs in another and sends the signal. Prefills run; the
+    model decodes only once ``scenario`` sets ``gate``. Returns its result and the signals the server
+    re-raised on exit."""
+    model, tokenizer = load_model_and_tokenizer(tiny_llama_dir)
+    gate = hold_decoding(model, monkeypatch)
+    engine = BatchingEngine(model, tokenizer, model_id="tiny", max_input_tokens=64, max_total_tokens=128)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    config = uvicorn.Config(
+        create_app(engine), log_level="warning", timeout_graceful_shutdown=LAST_WRITES_TIMEOUT
+    )
+    server = DrainingServer(config, engine, graceful_timeout)
+    outcome: dict[str, Any] = {}
+
+    def client() -> None:
+        try:
+            wait_until(lambda: server.started, "the server started")
+            outcome["result"] = asyncio.run(scenario(url, engine, gate))
+        except BaseException as error:
+            outcome["error"] = error
+        finally:  # never leave the server (or its model) waiting for a scenario that failed
+            gate.set()
+            server.should_exit = True
+
+    reraised: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda sig, _: reraised.append(sig))
+    thread = threading.Thread(target=client)
+    try:
+        thread.start()
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        thread.join()
+        sock.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"], reraised
+
+
+async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Let the scenario's loop run until ``condition()`` holds (the test's own timeout bounds it)."""
+    while not await condition():
+        await asyncio.sleep(0.01)
+
+
+async def in_flight_then_signal(
+    client: httpx.AsyncClient, engine: BatchingEngine
+) -> list[asyncio.Future[httpx.Response]]:
+    """Start a TGI stream, an OpenAI stream and a ``/generate``, wait until each has its first token (then the
+    model is held), and send SIGTERM to this process; returns the three responses to come."""
+    requests = [
+        asyncio.ensure_future(client.post("/generate_stream", json=GENERATE)),
+        asyncio.ensure_future(client.post("/v1/completions", json=COMPLETE)),
+        asyncio.ensure_future(client.post("/generate", json=GENERATE)),
+    ]
+
+    async def all_started() -> bool:
+        return engine.stats.generated_tokens == 3
+
+    await until(all_started)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return requests
+
+
+def test_a_signal_refuses_new_requests_and_lets_those_in_flight_finish(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(url: str, engine: BatchingEngine, gate: threading.Event) -> Any:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            responses = await in_flight_then_signal(client, engine)
+
+            async def draining() -> bool:
+                return (await client.get("/health")).status_code == 503
+
+            await until(draining)
+            refused = await client.post("/generate", json=GENERATE)
+            health = await client.get("/health")
+            gate.set()  # now the three can finish
+            return refused, health, await asyncio.gather(*responses)
+
+    (refused, health, (tgi_stream, openai_stream, answer)), reraised = serve_until_signalled(
+        tiny_llama_dir, monkeypatch, 120, scenario
+    )
+    assert refused.status_code == 503
+    assert refused.json() == {
+        "error": "Server is shutting down: no new requests are accepted",
+        "error_type": "unavailable",
+    }
+    assert health.json()["error_type"] == "healthcheck"
+    last = sse_events(tgi_stream)[-1]
+    assert last["details"]["generated_tokens"] == 20 and last["generated_text"] is not None
+    assert sse_events(openai_stream)[-1] == "[DONE]"
+    assert answer.status_code == 200 and answer.json()["details"]["generated_tokens"] == 20
+    assert reraised == [signal.SIGTERM]  # and the server exited, as uvicorn does, with the signal
+
+
+def test_requests_still_running_at_the_graceful_timeout_end_with_an_error(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(url: str, engine: BatchingEngine, gate: threading.Event) -> Any:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            responses = await in_flight_then_signal(client, engine)
+            # The model stays held: none of the three can finish, whatever the timeout.
+            return await asyncio.gather(*responses)
+
+    (tgi_stream, openai_stream, answer), reraised = serve_until_signalled(
+        tiny_llama_dir, monkeypatch, 0.1, scenario
+    )
+    for stream in (tgi_stream, openai_stream):
+        assert stream.status_code == 200
+        last = sse_events(stream)[-1]
+        assert last["error_type"] == "generation"
+        assert "the server shut down before the request finished" in last["error"]
+    assert "[DONE]" not in sse_events(openai_stream)
+    assert answer.status_code == 424
+    assert "the server shut down before the request finished" in answer.json()["error"]
+    assert reraised == [signal.SIGTERM]
+
+
+def test_serve_drains_its_streams_on_sigterm(tiny_llama_dir: Path) -> None:
+    """``serve`` end to end: a stream running at SIGTERM ends with its last event, then the server exits."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = Path(sys.executable).parent / "langchain-aligner"  # the installed console script
+    command = [str(script), "--log-level", "WARNING", "serve", "--model", str(tiny_llama_dir)]
+    command += ["--port", str(port), "--max-input-tokens", "64", "--max-total-tokens", "256"]
+    command += ["--max-batch-prefill-tokens", "256", "--graceful-timeout", "300"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url, body = (
+        f"http://127.0.0.1:{port}",
+        {"inputs": "Edit", "parameters": {"max_new_tokens": 200, "details": True}},
+    )
+    try:
+        wait_until(lambda: process.poll() is not None or _healthy(url), "the server answers", bound_s=300)
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        with httpx.Client(base_url=url, timeout=120) as client:
+            with client.stream("POST", "/generate_stream", json=body) as stream:
+                lines = stream.iter_lines()
+                first = next(line for line in lines if line.startswith("data:"))
+                process.send_signal(signal.SIGTERM)  # while the stream runs (200 tokens)
+                rest = [line for line in lines if line.startswith("data:")]
+        process.wait(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    events = [json.loads(line[5:]) for line in [first, *rest]]
+    assert events[-1]["details"]["generated_tokens"] == 200  # not cut after a token or two
+    assert [e["index"] for e in events] == list(range(1, 201))
+    assert process.returncode == -signal.SIGTERM
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health").status_code == 200
+    except httpx.TransportError:
+        return False

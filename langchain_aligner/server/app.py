@@ -42,6 +42,7 @@ from langchain_aligner.server.engine import (
     EngineGenerationError,
     EngineOverloaded,
     EngineRequest,
+    EngineUnavailable,
     EngineValidationError,
     FinishEvent,
     TokenEvent,
@@ -109,6 +110,8 @@ def _failure(error: Exception) -> _Failure:
         return _Failure(422, "validation", str(error))
     if isinstance(error, EngineOverloaded):
         return _Failure(429, "overloaded", str(error))
+    if isinstance(error, EngineUnavailable):  # draining before shutdown
+        return _Failure(503, "unavailable", str(error))
     if isinstance(error, EngineGenerationError):
         return _Failure(424, "generation", f"Request failed during generation: {error}")
     logger.exception("unexpected error while serving a request", exc_info=error)
@@ -566,7 +569,7 @@ def create_app(
     @app.get("/health", response_class=Response)
     async def health() -> Response:
         """200 once the engine runs, else 503."""
-        if not server.ready:
+        if not server.ready or not engine.accepting:  # starting, or draining before shutdown
             return JSONResponse(ErrorResponse(error="unhealthy", error_type="healthcheck").model_dump(), 503)
         return Response(status_code=200)
 

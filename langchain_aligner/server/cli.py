@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``serve`` options to ``parser``."""
     from langchain_aligner.server.app import DEFAULT_MAX_REQUEST_BYTES
+    from langchain_aligner.server.shutdown import DEFAULT_GRACEFUL_TIMEOUT
 
     parser.add_argument(
         "--model",
@@ -70,6 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_REQUEST_BYTES,
         help=f"Largest request body; larger ones get 413 (default: {DEFAULT_MAX_REQUEST_BYTES}).",
     )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=DEFAULT_GRACEFUL_TIMEOUT,
+        help="On SIGTERM/SIGINT, seconds the requests in flight get to finish while new ones get 503; then "
+        f"they end with an error and the server exits (default: {DEFAULT_GRACEFUL_TIMEOUT:g}).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from langchain_aligner.models import default_model_dir, load_model_and_tokenizer, preferred_dtype
     from langchain_aligner.server.app import create_app
     from langchain_aligner.server.engine import BatchingEngine
+    from langchain_aligner.server.shutdown import LAST_WRITES_TIMEOUT, DrainingServer
 
     path = args.model if args.model is not None else default_model_dir()
     dtype = args.dtype or preferred_dtype(args.device)
@@ -100,5 +110,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     app = create_app(engine, api_key=api_key, max_request_bytes=args.max_request_bytes)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=logging.getLogger().level)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=logging.getLogger().level,
+        timeout_graceful_shutdown=LAST_WRITES_TIMEOUT,
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # SIGINT is re-raised once the server is down
+        DrainingServer(config, engine, args.graceful_timeout).run()
     return 0

@@ -20,6 +20,8 @@ request after another. The design, in brief:
   sentencepiece pieces: a token that ends inside a character has the text ``""``).
 - Isolation: settings the float32 scores cannot take are refused at admission; a row whose token cannot be
   chosen (NaN scores) fails its own request only; a forward pass that raises fails the requests it ran.
+- Graceful shutdown: :meth:`BatchingEngine.drain` stops admitting requests, lets those in flight finish for a
+  while, then fails the rest.
 - Only models whose KV cache is transformers' plain ``DynamicCache`` (full attention in every layer) can be
   batched this way; others are refused when the engine is built.
 """
@@ -53,6 +55,7 @@ __all__ = [
     "EngineOverloaded",
     "EngineRequest",
     "EngineStats",
+    "EngineUnavailable",
     "EngineValidationError",
     "FinishEvent",
     "TokenEvent",
@@ -139,7 +142,11 @@ class EngineValidationError(AlignerError, ValueError):
 
 
 class EngineGenerationError(AlignerError, RuntimeError):
-    """The model failed while generating, or the engine stopped (HTTP 500, ``error_type`` ``generation``)."""
+    """The model failed while generating, or the engine stopped (HTTP 424, ``error_type`` ``generation``)."""
+
+
+class EngineUnavailable(AlignerError):
+    """The engine takes no new requests: it is draining before the server shuts down (HTTP 503)."""
 
 
 MAX_TOP_N_TOKENS = 5
@@ -283,7 +290,9 @@ class BatchingEngine:
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._waiting: queue.Queue[_Sequence | None] = queue.Queue()
-        self._in_flight = 0
+        self._live: set[_Sequence] = set()  # admitted, stream still open (event-loop side)
+        self._accepting = True
+        self._idle: asyncio.Event | None = None  # set when the last live request ends, while draining
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
         # Worker-thread state: the running batch, its KV cache and its attention mask (batch x cache length).
@@ -300,7 +309,12 @@ class BatchingEngine:
     @property
     def in_flight(self) -> int:
         """Requests accepted whose stream is still open (waiting or decoding)."""
-        return self._in_flight
+        return len(self._live)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new requests are admitted: false from :meth:`drain` until the engine starts again."""
+        return self._accepting
 
     @property
     def stats(self) -> EngineStats:
@@ -311,6 +325,7 @@ class BatchingEngine:
 
     async def start(self) -> None:
         """Start the worker thread (once)."""
+        self._accepting = True
         if self._worker is None:
             self._worker = threading.Thread(target=self._run, name="aligner-engine", daemon=True)
             self._worker.start()
@@ -324,6 +339,24 @@ class BatchingEngine:
             self._worker = None
             self._stopping.clear()
         self._fail(self._drain_waiting(), EngineGenerationError("the engine stopped"))
+
+    async def drain(self, timeout: float) -> None:
+        """Shut down gracefully: stop admitting requests (:class:`EngineUnavailable`), let those in flight
+        finish for up to ``timeout`` seconds, then fail the rest with :class:`EngineGenerationError` (a stream
+        gets it as its next event) and stop."""
+        self._accepting = False
+        self._idle = asyncio.Event()
+        if self._live:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        unfinished = EngineGenerationError(
+            f"the server shut down before the request finished (graceful timeout: {timeout:g} s)"
+        )
+        for sequence in list(self._live):  # now, not after the worker's current step
+            sequence.send(unfinished)
+        await self.stop()
 
     async def __aenter__(self) -> BatchingEngine:
         await self.start()
@@ -349,7 +382,9 @@ class BatchingEngine:
                     return
         finally:
             sequence.cancelled.set()
-            self._in_flight -= 1
+            self._live.discard(sequence)
+            if not self._live and self._idle is not None:
+                self._idle.set()
 
     async def generate(self, request: EngineRequest) -> FinishEvent:
         """Generate the whole answer and return its :class:`FinishEvent`."""
@@ -374,8 +409,10 @@ class BatchingEngine:
     # -- admission (event-loop thread) -----------------------------------------------------------------------
 
     def _admit(self, request: EngineRequest) -> _Sequence:
+        if not self._accepting:
+            raise EngineUnavailable("Server is shutting down: no new requests are accepted")
         input_ids = self._validate(request)
-        if self._in_flight >= self.max_concurrent_requests:
+        if len(self._live) >= self.max_concurrent_requests:
             self._count(rejected=1)
             raise EngineOverloaded(
                 f"Model is overloaded: more than {self.max_concurrent_requests} requests in flight"
@@ -385,7 +422,7 @@ class BatchingEngine:
         if params.do_sample:  # TGI reports the seed it sampled with, drawn when none was given
             seed = params.seed if params.seed is not None else random.getrandbits(63)
         sequence = _Sequence(self.device, request, input_ids, seed)
-        self._in_flight += 1
+        self._live.add(sequence)
         self._count(requests=1, input_tokens=len(input_ids))
         self._waiting.put(sequence)
         return sequence
