@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -28,7 +28,9 @@ from langchain_aligner.chunks import as_last_chunk
 from langchain_aligner.correction import (
     apply_correction,
     correct_chunk,
+    correction_input,
     inner_config,
+    is_correctable,
     without_token_streaming,
 )
 from langchain_aligner.runnable import AlignerRunnable
@@ -191,7 +193,9 @@ class ChatAligner(BaseChatModel):
     ) -> Iterator[AIMessageChunk]:
         """Answer with the inner model, then stream the correction as the Aligner writes it."""
         config, context = self._call_context(config)
-        chunks = super().stream(input, config, stop=stop, **kwargs)
+        chunks = cast(
+            Generator[AIMessageChunk, None, None], super().stream(input, config, stop=stop, **kwargs)
+        )
         try:
             while (chunk := context.run(next, chunks, None)) is not None:
                 yield chunk
@@ -208,7 +212,9 @@ class ChatAligner(BaseChatModel):
     ) -> AsyncIterator[AIMessageChunk]:
         """Async :meth:`stream`."""
         config, context = self._call_context(config)
-        chunks = super().astream(input, config, stop=stop, **kwargs)
+        chunks = cast(
+            AsyncGenerator[AIMessageChunk, None], super().astream(input, config, stop=stop, **kwargs)
+        )
         try:
             while (chunk := await coro_with_context(anext(chunks, None), context)) is not None:
                 yield chunk
@@ -218,9 +224,10 @@ class ChatAligner(BaseChatModel):
     def _call_context(self, config: RunnableConfig | None) -> tuple[RunnableConfig, Context]:
         """The call's config with its run id fixed, and a context in which ``_stream`` finds both."""
         config = ensure_config(config)
-        config["run_id"] = config.get("run_id") or uuid.uuid4()
+        run_id = config.get("run_id") or uuid.uuid4()
+        config["run_id"] = run_id
         context = copy_context()
-        context.run(_CALL.set, _Call(self, config["run_id"], config))
+        context.run(_CALL.set, _Call(self, run_id, config))
         return config, context
 
     def _inner_config(
@@ -263,7 +270,8 @@ class ChatAligner(BaseChatModel):
         answer = self._answering().invoke(messages, config=config, stop=stop, **kwargs)
         if not _is_answer(answer, kwargs):
             return _result(answer)
-        correction = self.aligner.invoke([*messages, answer], config=config, **self._overrides(stop))
+        pair = correction_input(messages, answer)
+        correction = self.aligner.invoke(pair, config=config, **self._overrides(stop))
         return _result(apply_correction(answer, correction))
 
     async def _agenerate(
@@ -278,7 +286,8 @@ class ChatAligner(BaseChatModel):
         answer = await self._answering().ainvoke(messages, config=config, stop=stop, **kwargs)
         if not _is_answer(answer, kwargs):
             return _result(answer)
-        correction = await self.aligner.ainvoke([*messages, answer], config=config, **self._overrides(stop))
+        pair = correction_input(messages, answer)
+        correction = await self.aligner.ainvoke(pair, config=config, **self._overrides(stop))
         return _result(apply_correction(answer, correction))
 
     def _stream(
@@ -292,7 +301,8 @@ class ChatAligner(BaseChatModel):
         config = self._inner_config(run_manager, is_async=False)
         answer = self._answering().invoke(messages, config=config, stop=stop, **kwargs)
         if _is_answer(answer, kwargs):
-            pieces = self.aligner.stream([*messages, answer], config=config, **self._overrides(stop))
+            pair = correction_input(messages, answer)
+            pieces = self.aligner.stream(pair, config=config, **self._overrides(stop))
         else:
             pieces = iter([as_last_chunk(answer)])
         for piece in pieces:
@@ -317,7 +327,8 @@ class ChatAligner(BaseChatModel):
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
             return
-        async for piece in self.aligner.astream([*messages, answer], config=config, **self._overrides(stop)):
+        pair = correction_input(messages, answer)
+        async for piece in self.aligner.astream(pair, config=config, **self._overrides(stop)):
             chunk = ChatGenerationChunk(message=_own_chunk(answer, piece))
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -338,10 +349,8 @@ class ChatAligner(BaseChatModel):
 
 
 def _is_answer(message: AIMessage, kwargs: dict[str, Any]) -> bool:
-    """True for text without tool calls, not asked for as structured output: what an Aligner corrects."""
-    if any(key in kwargs for key in _STRUCTURED_OUTPUT_KWARGS):
-        return False
-    return not message.tool_calls and bool(message.text.strip())
+    """Whether the Aligner corrects ``message``: correctable text, not asked for as structured output."""
+    return is_correctable(message) and not any(key in kwargs for key in _STRUCTURED_OUTPUT_KWARGS)
 
 
 def _result(message: BaseMessage) -> ChatResult:

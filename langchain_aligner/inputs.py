@@ -6,12 +6,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 
+from langchain_aligner.correction import last_human
 from langchain_aligner.errors import AlignerInputError
 
-__all__ = ["NO_QUESTION", "AlignerInput", "correction_input", "last_human", "last_human_text", "parse_input"]
+__all__ = ["NO_QUESTION", "AlignerInput", "parse_input"]
 
 NO_QUESTION = "no_question"
 """``AlignerInput.skipped`` when there is no text question: no human turn, or one without text (an image)."""
@@ -51,7 +52,8 @@ def parse_input(
     * ``dict``: ``value[question_key]`` and ``value[answer_key]`` (str or message); other keys are ignored.
     * ``str`` or ``AIMessage``: the answer; the question is ``default_question``.
     * a list of messages (or tuples/dicts convertible to messages) or a ``PromptValue``: the answer is the
-      last AI turn, the question the text of the last human turn before it (else ``default_question``).
+      last AI turn, the question the text of the last human turn before it (else ``default_question``;
+      see :mod:`langchain_aligner.correction`).
 
     A question without text (no human turn in a message list, an image-only human turn, an empty text)
     is no error: the input is marked ``skipped=NO_QUESTION``, and the answer passes through uncorrected.
@@ -77,24 +79,6 @@ def parse_input(
     return parsed
 
 
-def correction_input(messages: Sequence[BaseMessage], answer: BaseMessage) -> list[BaseMessage]:
-    """The Aligner's input for ``answer`` to the conversation ``messages``: its last human turn and the answer
-    (the answer alone without one: :func:`parse_input` then marks it :data:`NO_QUESTION`)."""
-    human = last_human(messages)
-    return [answer] if human is None else [human, answer]
-
-
-def last_human(messages: Sequence[BaseMessage]) -> HumanMessage | None:
-    """The last human message: the question an answer is corrected against; ``None`` when there is none."""
-    return next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
-
-
-def last_human_text(messages: Sequence[BaseMessage]) -> str | None:
-    """Text of the last human message, or ``None`` when there is none."""
-    human = last_human(messages)
-    return human.text if human is not None else None
-
-
 def _from_mapping(
     value: Mapping[str, Any], question_key: str, answer_key: str, default_question: str | None
 ) -> AlignerInput:
@@ -117,8 +101,8 @@ def _from_messages(messages: list[BaseMessage], default_question: str | None) ->
         raise AlignerInputError("the message list has no AI message to correct")
     answer = messages[index]
     assert isinstance(answer, AIMessage)
-    question = last_human_text(messages[:index])
-    question = question if question and question.strip() else default_question
+    human = last_human(messages[:index])
+    question = human.text if human is not None and human.text.strip() else default_question
     return AlignerInput(question or "", answer.text, answer)
 
 

@@ -23,8 +23,14 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import set_config_context
 from langchain_core.runnables.utils import coro_with_context
 
-from langchain_aligner.correction import NOSTREAM_TAG, apply_correction, inner_config, without_token_streaming
-from langchain_aligner.inputs import correction_input
+from langchain_aligner.correction import (
+    NOSTREAM_TAG,
+    apply_correction,
+    correction_input,
+    inner_config,
+    is_correctable,
+    without_token_streaming,
+)
 from langchain_aligner.runnable import AlignerRunnable
 
 __all__ = ["AlignerMiddleware"]
@@ -105,11 +111,7 @@ class AlignerMiddleware(AgentMiddleware):
             return {}
         jobs: dict[int, list[BaseMessage]] = {}
         for index, message in enumerate(response.result):
-            if (
-                isinstance(message, AIMessage)
-                and message.text.strip()
-                and (self.correct == "all" or not message.tool_calls)
-            ):
+            if is_correctable(message, with_tool_calls=self.correct == "all"):
                 answer = AIMessage(content=message.content, id=message.id)
                 jobs[index] = correction_input(request.messages, answer)
         return jobs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import warnings
@@ -10,16 +11,19 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Union, cast
 
+from langchain_core.caches import BaseCache, InMemoryCache
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForChainRun,
     CallbackManagerForLLMRun,
 )
+from langchain_core.globals import get_llm_cache
 from langchain_core.load.serializable import SerializedConstructor, SerializedNotImplemented
 from langchain_core.messages import AIMessage, AIMessageChunk, MessageLikeRepresentation
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.outputs import Generation as LCGeneration
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.utils.utils import secret_from_env
@@ -27,13 +31,11 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
 
 from langchain_aligner.backends import AlignerBackend, Generation, GenerationDelta, make_backend
 from langchain_aligner.backends.base import stream_cut_short
-from langchain_aligner.cache import LRUCache
 from langchain_aligner.chunks import as_last_chunk
-from langchain_aligner.correction import NOSTREAM_TAG
+from langchain_aligner.correction import NOSTREAM_TAG, rejection
 from langchain_aligner.errors import AlignerBackendError, AlignerCorrectionError, AlignerInputError
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.inputs import AlignerInput, parse_input
-from langchain_aligner.quality import correction_problem
 from langchain_aligner.retry import acall_with_retries, call_with_retries
 from langchain_aligner.templates import AlignerTemplate, get_template
 from langchain_aligner.truncation import FittedPair, fit_pair, fits_without_counting
@@ -49,8 +51,6 @@ AlignerRunnableInput = Union[  # noqa: UP007 (a runtime alias, read by pydantic 
     dict[str, Any], str, AIMessage, Sequence[MessageLikeRepresentation], PromptValue
 ]
 """What :class:`AlignerRunnable` accepts (see :func:`langchain_aligner.inputs.parse_input`)."""
-
-_CacheKey = tuple[str, str, str, GenerationParams]
 
 
 class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
@@ -101,6 +101,13 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
     one has been streamed already (pieces cannot be taken back), so the stream ends with a metadata-only
     chunk (``aligner_corrected=False``, ``aligner_rejected``, ``aligner_error``; the answer to show instead is
     ``aligner_original_answer``), or raises with ``on_error="raise"``. ``invoke`` never returns one.
+
+    Caching: corrections are kept in a LangChain cache, chosen as an LLM's ``cache`` is (a ``BaseCache`` such
+    as ``InMemoryCache`` or langchain-community's SQLite and Redis caches, ``True`` for the global one set
+    with ``set_llm_cache``, ``False`` for none, ``None``: the global one when set); ``cache_size=N`` is short
+    for ``cache=InMemoryCache(maxsize=N)``. The key is the prompt before truncation and what else decides the
+    correction (backend, URL, model, generation parameters); a hit is marked ``aligner_cached`` and is judged
+    by the rules above again.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -150,11 +157,24 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             "serializes as not_implemented (see to_json)."
         ),
     )
-    cache_size: int = Field(default=0, ge=0, description="LRU cache entries; 0 turns caching off.")
+    cache: BaseCache | bool | None = Field(
+        default=None,
+        exclude=True,
+        description=(
+            "LangChain's cache for corrections, as for LLMs: a BaseCache (InMemoryCache, or SQLite/Redis "
+            "caches from langchain-community), True for the global one (set_llm_cache), False for none; "
+            "None: the global one when set."
+        ),
+    )
+    cache_size: int = Field(
+        default=0,
+        ge=0,
+        description="Shorthand for cache=InMemoryCache(maxsize=cache_size); 0: no such cache.",
+    )
 
     _backend: AlignerBackend = PrivateAttr()
     _template: AlignerTemplate = PrivateAttr()
-    _cache: LRUCache[Generation] = PrivateAttr()
+    _sized_cache: InMemoryCache | None = PrivateAttr(default=None)
     _limits: dict[int, int] = PrivateAttr(default_factory=dict)
 
     @field_validator("template")
@@ -165,7 +185,10 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
 
     def model_post_init(self, context: Any, /) -> None:
         self._template = get_template(self.template)
-        self._cache = LRUCache(self.cache_size)
+        if self.cache_size:
+            if self.cache not in (None, False):
+                raise ValueError("give cache or cache_size, not both")
+            self._sized_cache = InMemoryCache(maxsize=self.cache_size)
         if isinstance(self.backend, AlignerBackend):
             self._backend = self.backend
         else:
@@ -263,7 +286,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         params: GenerationParams,
     ) -> AIMessage:
         item, _ = self._parse_for(input, run_manager)
-        early = self._early_answer(item, params)
+        early = self._early_answer(item) or self._cached(item, params)
         if early is not None:
             return early
         start = time.perf_counter()
@@ -276,7 +299,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             result = self._corrected(item, generation, start, attempts=attempts, truncated=fitted.truncated)
         except AlignerBackendError as error:
             return self._fail(item, error, start)
-        self._cache.put(self._cache_key(item, params), generation)
+        self._remember(item, params, generation)
         return result
 
     async def _acorrect(
@@ -287,7 +310,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         params: GenerationParams,
     ) -> AIMessage:
         item, _ = self._parse_for(input, run_manager)
-        early = self._early_answer(item, params)
+        early = self._early_answer(item) or await self._acached(item, params)
         if early is not None:
             return early
         start = time.perf_counter()
@@ -300,7 +323,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             result = self._corrected(item, generation, start, attempts=attempts, truncated=fitted.truncated)
         except AlignerBackendError as error:
             return self._fail(item, error, start)
-        self._cache.put(self._cache_key(item, params), generation)
+        await self._aremember(item, params, generation)
         return result
 
     def _generate(
@@ -374,7 +397,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         params: GenerationParams,
     ) -> Iterator[AIMessageChunk]:
         item, message_id = self._parse_for(_added_up(inputs), run_manager)
-        early = self._early_answer(item, params)
+        early = self._early_answer(item) or self._cached(item, params)
         if early is not None:
             yield as_last_chunk(early)
             return
@@ -407,9 +430,10 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             yield self._stream_failure(item, error, start, emitted, message_id)
             return
         llm_run.on_llm_end(self._llm_result(generation))
-        yield self._stream_end(
-            item, generation, params, start, attempts, fitted.truncated, emitted, message_id
-        )
+        last = self._stream_end(item, generation, start, attempts, fitted.truncated, emitted, message_id)
+        if _accepted(last):
+            self._remember(item, params, generation)
+        yield last
 
     async def _astream(
         self,
@@ -418,7 +442,7 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         params: GenerationParams,
     ) -> AsyncIterator[AIMessageChunk]:
         item, message_id = self._parse_for(await _aadded_up(inputs), run_manager)
-        early = self._early_answer(item, params)
+        early = self._early_answer(item) or await self._acached(item, params)
         if early is not None:
             yield as_last_chunk(early)
             return
@@ -450,9 +474,10 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             yield self._stream_failure(item, error, start, emitted, message_id)
             return
         await llm_run.on_llm_end(self._llm_result(generation))
-        yield self._stream_end(
-            item, generation, params, start, attempts, fitted.truncated, emitted, message_id
-        )
+        last = self._stream_end(item, generation, start, attempts, fitted.truncated, emitted, message_id)
+        if _accepted(last):
+            await self._aremember(item, params, generation)
+        yield last
 
     # -- shared steps ------------------------------------------------------------------------------------
 
@@ -460,21 +485,19 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
         self,
         item: Any,
         generation: Any,
-        params: GenerationParams,
         start: float,
         attempts: int,
         truncated: bool,
         emitted: bool,
         message_id: str | None,
     ) -> AIMessageChunk:
-        """A stream's last chunk: the correction's metadata (cached), or the failure if it is rejected."""
+        """A stream's last chunk: the correction's metadata, or the failure if it is rejected."""
         try:
             final = self._corrected(
                 item, generation, start, attempts=attempts, truncated=truncated, message_id=message_id
             )
         except AlignerCorrectionError as error:
             return self._stream_failure(item, error, start, emitted, message_id)
-        self._cache.put(self._cache_key(item, params), generation)
         return as_last_chunk(final, content="")
 
     def _params(self, overrides: dict[str, Any]) -> GenerationParams:
@@ -493,8 +516,8 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             default_question=self.default_question,
         )
 
-    def _early_answer(self, item: AlignerInput, params: GenerationParams) -> AIMessage | None:
-        """The reply without a backend call: tool calls, no text question, ``skip_if``, a cache hit."""
+    def _early_answer(self, item: AlignerInput) -> AIMessage | None:
+        """The reply without a backend call or a cache: tool calls, no text question, ``skip_if``."""
         if item.has_tool_calls:
             assert item.message is not None
             return item.message
@@ -502,17 +525,70 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             return self._original(item, {"aligner_skipped": item.skipped})
         if self.skip_if is not None and self.skip_if(item.question, item.answer):
             return self._original(item, {"aligner_skipped": "skip_if"})
-        cached = self._cache.get(self._cache_key(item, params))
-        if cached is None:
+        return None
+
+    # -- the cache: LangChain's (BaseCache) ------------------------------------------------------------------
+
+    def _llm_cache(self) -> BaseCache | None:
+        """The cache in use, resolved as LangChain resolves an LLM's ``cache``."""
+        if isinstance(self.cache, BaseCache):
+            return self.cache
+        if self.cache is False:
             return None
+        if self._sized_cache is not None:
+            return self._sized_cache
+        global_cache = get_llm_cache()
+        if self.cache is True and global_cache is None:
+            raise ValueError("cache=True asks for LangChain's global cache, but none is set (set_llm_cache)")
+        return global_cache
+
+    def _cache_key(self, item: AlignerInput, params: GenerationParams) -> tuple[str, str]:
+        """The cache's (prompt, llm_string) for a correction: the prompt before truncation, and what else
+        decides the correction (backend, server, model, generation parameters)."""
+        prompt = self._template.format(item.question, item.answer, on_injection=self.on_injection)
+        llm_string = json.dumps(
+            {
+                "aligner": self._backend.name,
+                "url": self.url,
+                "model": self.model,
+                "generation": params.model_dump(mode="json"),
+            },
+            sort_keys=True,
+        )
+        return prompt, llm_string
+
+    def _cached(self, item: AlignerInput, params: GenerationParams) -> AIMessage | None:
+        """The cached correction, if there is one."""
+        cache = self._llm_cache()
+        return None if cache is None else self._from_cache(item, cache.lookup(*self._cache_key(item, params)))
+
+    async def _acached(self, item: AlignerInput, params: GenerationParams) -> AIMessage | None:
+        cache = self._llm_cache()
+        if cache is None:
+            return None
+        return self._from_cache(item, await cache.alookup(*self._cache_key(item, params)))
+
+    def _remember(self, item: AlignerInput, params: GenerationParams, generation: Generation) -> None:
+        """Cache an accepted correction (rejected ones never are)."""
+        cache = self._llm_cache()
+        if cache is not None:
+            cache.update(*self._cache_key(item, params), _to_cache(generation))
+
+    async def _aremember(self, item: AlignerInput, params: GenerationParams, generation: Generation) -> None:
+        cache = self._llm_cache()
+        if cache is not None:
+            await cache.aupdate(*self._cache_key(item, params), _to_cache(generation))
+
+    def _from_cache(self, item: AlignerInput, value: Sequence[LCGeneration] | None) -> AIMessage | None:
+        if not value:
+            return None
+        info = value[0].generation_info or {}
+        generation = Generation(text=value[0].text, **{k: info.get(k) for k in _GENERATION_INFO})
         start = time.perf_counter()
-        try:  # a copy of this runnable (model_copy) shares the cache, maybe not reject_degenerate
-            return self._corrected(item, cached, start, attempts=0, truncated=False, cached=True)
+        try:  # a copy of this runnable (model_copy), or another Aligner, may not share reject_degenerate
+            return self._corrected(item, generation, start, attempts=0, truncated=False, cached=True)
         except AlignerCorrectionError as error:
             return self._fail(item, error, start)
-
-    def _cache_key(self, item: AlignerInput, params: GenerationParams) -> _CacheKey:
-        return (self._template.template, item.question, item.answer, params)
 
     def _prompt_limit(self, params: GenerationParams) -> int | None:
         """The prompt token limit: ``max_input_tokens`` when set (the backend is not asked), else the
@@ -564,8 +640,8 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             AlignerCorrectionError: The text is empty, or degenerate with ``reject_degenerate``; every caller
                 hands it to :meth:`_fail` or :meth:`_stream_failure`, so ``on_error`` decides.
         """
-        problem = correction_problem(generation.text)
-        if problem is not None and (problem == "empty" or self.reject_degenerate):
+        problem = rejection(generation.text, reject_degenerate=self.reject_degenerate)
+        if problem is not None:
             raise AlignerCorrectionError(problem, generation.text)
         usage = _usage(generation)
         metadata = self._metadata(
@@ -690,6 +766,21 @@ class AlignerRunnable(RunnableSerializable[AlignerRunnableInput, AIMessage]):
             count_tokens=self._backend.count_tokens,
             on_injection=self.on_injection,
         )
+
+
+_GENERATION_INFO = ("prompt_tokens", "completion_tokens", "finish_reason", "model")
+"""What a cached correction keeps besides its text (as LangChain ``Generation.generation_info``)."""
+
+
+def _to_cache(generation: Generation) -> list[LCGeneration]:
+    """A correction as LangChain's caches store LLM results (which SQLite or Redis caches can serialize)."""
+    info = {key: getattr(generation, key) for key in _GENERATION_INFO}
+    return [LCGeneration(text=generation.text, generation_info=info)]
+
+
+def _accepted(last: AIMessageChunk) -> bool:
+    """Whether a stream's last chunk says the correction was accepted."""
+    return last.response_metadata.get("aligner_corrected") is True
 
 
 def _reports_tokens(run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun) -> bool:

@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, convert_to_messages
-from langchain_core.prompt_values import PromptValue
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict
@@ -16,10 +15,11 @@ from langchain_aligner.chunks import as_last_chunk
 from langchain_aligner.correction import (
     apply_correction,
     correct_chunk,
+    correction_input,
     inner_config,
+    is_correctable,
     without_token_streaming,
 )
-from langchain_aligner.inputs import correction_input
 from langchain_aligner.runnable import AlignerRunnable
 
 __all__ = ["AlignedChatModel", "with_aligner"]
@@ -102,18 +102,22 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> Any:
         answer = self._answer(input, run_manager, config, **kwargs)
-        if _passes_through(answer):
+        if not is_correctable(answer):
             return answer
-        correction = self.aligner.invoke(_pair(input, answer), _child(config, run_manager, "aligner"))
+        correction = self.aligner.invoke(
+            correction_input(input, answer), _child(config, run_manager, "aligner")
+        )
         return apply_correction(answer, correction)
 
     async def _ainvoke(
         self, input: LanguageModelInput, run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> Any:
         answer = await self._aanswer(input, run_manager, config, **kwargs)
-        if _passes_through(answer):
+        if not is_correctable(answer):
             return answer
-        correction = await self.aligner.ainvoke(_pair(input, answer), _child(config, run_manager, "aligner"))
+        correction = await self.aligner.ainvoke(
+            correction_input(input, answer), _child(config, run_manager, "aligner")
+        )
         return apply_correction(answer, correction)
 
     def _stream(
@@ -121,10 +125,12 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
     ) -> Iterator[AIMessageChunk]:
         (input,) = inputs
         answer = self._answer(input, run_manager, config, **kwargs)
-        if _passes_through(answer):
+        if not is_correctable(answer):
             yield _as_chunk(answer)
             return
-        for piece in self.aligner.stream(_pair(input, answer), _child(config, run_manager, "aligner")):
+        for piece in self.aligner.stream(
+            correction_input(input, answer), _child(config, run_manager, "aligner")
+        ):
             yield correct_chunk(answer, piece)
 
     async def _astream(
@@ -136,10 +142,11 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
     ) -> AsyncIterator[AIMessageChunk]:
         input = [item async for item in inputs][0]
         answer = await self._aanswer(input, run_manager, config, **kwargs)
-        if _passes_through(answer):
+        if not is_correctable(answer):
             yield _as_chunk(answer)
             return
-        async for piece in self.aligner.astream(_pair(input, answer), _child(config, run_manager, "aligner")):
+        pair = correction_input(input, answer)
+        async for piece in self.aligner.astream(pair, _child(config, run_manager, "aligner")):
             yield correct_chunk(answer, piece)
 
     def _answer(
@@ -179,21 +186,8 @@ class AlignedChatModel(RunnableSerializable[LanguageModelInput, BaseMessage]):
         return forwarded
 
 
-def _pair(input: LanguageModelInput, answer: BaseMessage) -> list[BaseMessage]:
-    """The aligner's input: the input's last human message (a ``str`` input is one) and the answer."""
-    if isinstance(input, str):
-        messages: list[BaseMessage] = [HumanMessage(input)]
-    else:
-        messages = input.to_messages() if isinstance(input, PromptValue) else convert_to_messages(input)
-    return correction_input(messages, answer)
-
-
 def _as_chunk(message: BaseMessage) -> Any:
     return as_last_chunk(message) if isinstance(message, AIMessage) else message
-
-
-def _passes_through(answer: BaseMessage) -> bool:
-    return not isinstance(answer, AIMessage) or bool(answer.tool_calls)
 
 
 def _child(config: RunnableConfig, run_manager: Any, tag: str) -> RunnableConfig:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Any
 
 import pytest
-from langchain_core.load import dumpd, dumps, load
+from langchain_core.caches import BaseCache, InMemoryCache
+from langchain_core.globals import set_llm_cache
+from langchain_core.load import dumpd, dumps, load, loads
 from langchain_core.messages import AIMessage
+from langchain_core.outputs import Generation
 from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 
 from langchain_aligner import ALIGNER_V1, TEMPLATES, AlignerRunnable, GenerationParams
@@ -86,6 +90,69 @@ def test_cache_serves_identical_pairs_once(tgi_server: FakeServer) -> None:
     assert len(tgi_server.script.requests) == 1
     aligner.invoke({"question": QUESTION, "answer": ANSWER}, max_new_tokens=3)  # other params: a miss
     assert len(tgi_server.script.requests) == 2
+
+
+class SerializingCache(BaseCache):
+    """Keeps entries as JSON text, as langchain-community's SQLite and Redis caches do."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], list[str]] = {}
+
+    def lookup(self, prompt: str, llm_string: str) -> Any:
+        rows = self.rows.get((prompt, llm_string))
+        return None if rows is None else [loads(row, allowed_objects=[Generation]) for row in rows]
+
+    def update(self, prompt: str, llm_string: str, return_val: Any) -> None:
+        self.rows[(prompt, llm_string)] = [dumps(generation) for generation in return_val]
+
+    def clear(self, **kwargs: Any) -> None:
+        self.rows.clear()
+
+
+def added(chunks: list[Any]) -> Any:
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total += chunk
+    return total
+
+
+@pytest.mark.parametrize("make_cache", [InMemoryCache, SerializingCache])
+async def test_a_langchain_cache_serves_identical_pairs_once(
+    tgi_server: FakeServer, make_cache: type[BaseCache]
+) -> None:
+    aligner = make(tgi_server, cache=make_cache())
+    pair = {"question": QUESTION, "answer": ANSWER}
+    first = aligner.invoke(pair)
+    hits = [
+        aligner.invoke(pair),
+        await aligner.ainvoke(pair),
+        added(list(aligner.stream(pair))),
+        added([chunk async for chunk in aligner.astream(pair)]),
+    ]
+    assert len(tgi_server.script.requests) == 1
+    assert first.response_metadata["aligner_cached"] is False
+    for hit in hits:
+        assert hit.content == first.content == expected()
+        assert hit.response_metadata["aligner_cached"] is True
+        assert hit.usage_metadata == first.usage_metadata is not None
+
+
+def test_the_global_cache_is_used_unless_turned_off(tgi_server: FakeServer) -> None:
+    pair = {"question": QUESTION, "answer": ANSWER}
+    set_llm_cache(InMemoryCache())
+    try:
+        cached, uncached = make(tgi_server), make(tgi_server, cache=False)
+        cached.invoke(pair)
+        assert cached.invoke(pair).response_metadata["aligner_cached"] is True
+        uncached.invoke(pair)
+        uncached.invoke(pair)
+    finally:
+        set_llm_cache(None)
+    assert len(tgi_server.script.requests) == 3
+    with pytest.raises(ValueError, match="set_llm_cache"):
+        make(tgi_server, cache=True).invoke(pair)
+    with pytest.raises(ValueError, match="cache or cache_size"):
+        make(tgi_server, cache=InMemoryCache(), cache_size=4)
 
 
 def test_cache_is_off_by_default(tgi_server: FakeServer) -> None:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
-from langchain_aligner.correction import pair_input
+from langchain_aligner.correction import CorrectionOutcome, pair_input
 from train.records import QACRecord, write_records
 
 if TYPE_CHECKING:
@@ -96,19 +96,19 @@ class Correction:
 
     @classmethod
     def from_message(cls, question: str, message: AIMessage) -> Correction:
-        """Read an :class:`AlignerRunnable` output (its ``aligner_*`` response metadata)."""
-        metadata = message.response_metadata
-        if "aligner_original_answer" not in metadata:
-            raise ValueError(
-                "not an AlignerRunnable output: no 'aligner_original_answer' in response_metadata"
-            )
+        """Read an :class:`AlignerRunnable` output (see ``langchain_aligner.correction.CorrectionOutcome``).
+
+        Raises:
+            ValueError: ``message`` is not an Aligner's output.
+        """
+        outcome = CorrectionOutcome.of(message)
         return cls(
             question=question,
-            answer=metadata["aligner_original_answer"],
+            answer=outcome.original,
             correction=message.text,
-            corrected=bool(metadata.get("aligner_corrected")),
-            finish_reason=metadata.get("finish_reason"),
-            error=metadata.get("aligner_error") or metadata.get("aligner_skipped"),
+            corrected=outcome.corrected,
+            finish_reason=message.response_metadata.get("finish_reason"),
+            error=outcome.error or outcome.skipped,
         )
 
 

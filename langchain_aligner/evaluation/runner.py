@@ -16,11 +16,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_aligner.correction import pair_input
+from langchain_aligner.correction import CorrectionOutcome, pair_input
 from langchain_aligner.evaluation.judge import Judgement, PairwiseJudge
 from langchain_aligner.evaluation.metrics import DimensionSummary, summarize
 from langchain_aligner.evaluation.records import EvalRecord
@@ -72,10 +71,8 @@ def _merge(
     for record, output in zip(todo, outputs, strict=True):
         if isinstance(output, BaseException):
             failures.append(CorrectionFailure(item_id=record.id, error=f"{type(output).__name__}: {output}"))
-        elif isinstance(output, AIMessage) and output.response_metadata.get("aligner_error"):
-            failures.append(
-                CorrectionFailure(item_id=record.id, error=output.response_metadata["aligner_error"])
-            )
+        elif (error := CorrectionOutcome.of(output).error) is not None:
+            failures.append(CorrectionFailure(item_id=record.id, error=error))
         else:
             corrected[record.id] = record.model_copy(update={"correction": output.text})
     return [corrected.get(r.id, r) for r in records], failures
