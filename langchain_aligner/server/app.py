@@ -1,8 +1,9 @@
 """The FastAPI app: TGI's routes and the OpenAI-compatible ones, on top of a :class:`BatchingEngine`.
 
 Errors have TGI's shape everywhere (``{"error": ..., "error_type": ...}``): 422 ``validation``, 429
-``overloaded``, 424 ``generation``, 500 ``incomplete_generation``, plus 401, 404 and 413. An error after a
-stream has started arrives as one last event with that body, as on TGI.
+``overloaded``, 424 ``generation``, 500 ``incomplete_generation``, plus 401, 404 and 413 (and 500
+``internal``, without the cause's text, for a bug). An error after a stream has started arrives as one last
+event with that body, as on TGI.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
 from importlib.metadata import version
 from typing import Any
 
+import pydantic_core
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -115,7 +118,7 @@ def _failure(error: Exception) -> _Failure:
     if isinstance(error, EngineGenerationError):
         return _Failure(424, "generation", f"Request failed during generation: {error}")
     logger.exception("unexpected error while serving a request", exc_info=error)
-    return _Failure(500, "internal", f"Internal server error: {type(error).__name__}: {error}")
+    return _Failure(500, "internal", "Internal server error")  # the cause is in the log, not in the answer
 
 
 def _validation_message(error: RequestValidationError) -> str:
@@ -123,7 +126,9 @@ def _validation_message(error: RequestValidationError) -> str:
     parts = []
     for item in error.errors():
         ctx_error = (item.get("ctx") or {}).get("error")
-        if item.get("type") == "value_error" and ctx_error is not None:
+        if item.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON: {ctx_error}")
+        elif item.get("type") == "value_error" and ctx_error is not None:
             parts.append(str(ctx_error))
         else:
             location = ".".join(str(part) for part in item.get("loc", ())[1:]) or "body"
@@ -155,6 +160,30 @@ class _BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class _StrictJSONRequest(Request):
+    """A request whose JSON body is parsed as strictly as TGI's serde parser does: ``NaN``, ``Infinity`` and
+    lone surrogates (which no UTF-8 text can hold) are invalid JSON, hence a 422."""
+
+    async def json(self) -> Any:
+        body = await self.body()
+        try:
+            return pydantic_core.from_json(body, allow_inf_nan=False)
+        except ValueError as error:  # FastAPI answers a JSONDecodeError with its validation error
+            raise json.JSONDecodeError(str(error), body.decode(errors="replace"), 0) from error
+
+
+class _APIRoute(APIRoute):
+    """A route of the API proper, whose JSON body is parsed strictly."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return strict_handler
 
 
 class _Metrics:
@@ -561,6 +590,12 @@ def create_app(
         body = ErrorResponse(error=str(error.detail), error_type=error_type)
         return JSONResponse(body.model_dump(), error.status_code, headers=error.headers)
 
+    @app.exception_handler(Exception)
+    async def _on_bug(_: Request, error: Exception) -> JSONResponse:
+        """Anything else still gets TGI's error body; uvicorn then closes the connection, and says so."""
+        failure = _failure(error)
+        return JSONResponse(failure.body(), failure.status, headers={"Connection": "close"})
+
     async def check_api_key(request: Request) -> None:
         given = request.headers.get("authorization", "")
         if api_key is not None and not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
@@ -573,7 +608,7 @@ def create_app(
             return JSONResponse(ErrorResponse(error="unhealthy", error_type="healthcheck").model_dump(), 503)
         return Response(status_code=200)
 
-    api = APIRouter(dependencies=[Depends(check_api_key)])
+    api = APIRouter(dependencies=[Depends(check_api_key)], route_class=_APIRoute)
 
     @api.post("/generate", response_model=GenerateResponse)
     async def generate(request: GenerateRequest) -> GenerateResponse:

@@ -3,7 +3,9 @@
 The field names, defaults and validation messages follow TGI's OpenAPI document, so clients written for
 TGI (``huggingface_hub.InferenceClient``) and for OpenAI (``openai``) work unchanged. A request that asks
 for a TGI feature this server does not implement (grammars, watermarking, LoRA adapters, ...) is refused
-with a validation error instead of being silently ignored.
+with a validation error instead of being silently ignored. Requests are parsed as strictly as TGI's serde
+parser does: no ``NaN`` or infinite numbers, no ``"5"``, ``5.0`` or ``true`` for an integer, no number for a
+boolean, and a seed must fit TGI's ``u64``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from langchain_aligner.generation import GenerationParams
 from langchain_aligner.server.engine import MAX_TOP_N_TOKENS
 
 __all__ = [
+    "MAX_SEED",
     "MAX_STOP_SEQUENCES",
     "FinishReason",
     "GenerateParameters",
@@ -49,6 +52,9 @@ __all__ = [
 MAX_STOP_SEQUENCES = 4
 """Stop sequences a request may have (TGI's default ``--max-stop-sequences``)."""
 
+MAX_SEED = 2**64 - 1
+"""Largest ``seed``: TGI's seed is a ``u64`` (torch's generators take the same range)."""
+
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
 
 
@@ -64,17 +70,23 @@ def _open_unit(name: str, value: float | None) -> float | None:
     return value
 
 
-def _check_stops(stop: list[str] | None) -> list[str]:
-    stop = stop or []
+def _check_stops(stop: list[str]) -> list[str]:
     if len(stop) > MAX_STOP_SEQUENCES:
         raise ValueError(f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. Given: {len(stop)}")
     return stop
 
 
+class _StrictRequest(BaseModel):
+    """A request body parsed as TGI's serde parser does: strict types (an integer field takes only JSON
+    integers, a boolean only ``true``/``false``, a string only a string) and finite numbers only."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
 # -- TGI requests ------------------------------------------------------------------------------------------
 
 
-class GenerateParameters(BaseModel):
+class GenerateParameters(_StrictRequest):
     """TGI's ``parameters`` object, with TGI's validation rules and messages."""
 
     adapter_id: str | None = Field(default=None, description="LoRA adapter id (not supported).")
@@ -89,7 +101,7 @@ class GenerateParameters(BaseModel):
     )
     repetition_penalty: float | None = Field(default=None, description="1.0 means no penalty.")
     return_full_text: bool | None = Field(default=None, description="Prepend the prompt to the output.")
-    seed: int | None = Field(default=None, ge=0, description="Random sampling seed.")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Random sampling seed.")
     stop: list[str] = Field(default_factory=list, description="Stop sequences (kept in the output).")
     temperature: float | None = Field(default=None, description="Sampling temperature, > 0.")
     top_k: int | None = Field(default=None, description="Top-k sampling, > 0.")
@@ -123,9 +135,9 @@ class GenerateParameters(BaseModel):
             raise ValueError(f"`top_n_tokens` must be >= 0 and <= {MAX_TOP_N_TOKENS}. Given: {value}")
         return value
 
-    @field_validator("stop", mode="before")
+    @field_validator("stop")
     @classmethod
-    def _stops(cls, value: list[str] | None) -> list[str]:
+    def _stops(cls, value: list[str]) -> list[str]:
         return _check_stops(value)
 
     @field_validator("adapter_id", "frequency_penalty", "grammar", "truncate", "typical_p", "watermark")
@@ -158,7 +170,7 @@ class GenerateParameters(BaseModel):
         )
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(_StrictRequest):
     """Body of ``POST /generate``, ``POST /generate_stream`` and ``POST /tokenize``."""
 
     inputs: str = Field(description="The prompt; the server adds the BOS token itself.")
@@ -287,7 +299,7 @@ _UNSUPPORTED_OPENAI = (
 """OpenAI request fields this server cannot honour: refused when set to anything but a null value."""
 
 
-class _OpenAIParameters(BaseModel):
+class _OpenAIParameters(_StrictRequest):
     """Sampling fields shared by completions and chat requests (OpenAI semantics)."""
 
     model: str | None = None
@@ -296,7 +308,7 @@ class _OpenAIParameters(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1, description="1 or unset: no nucleus sampling.")
     top_k: int | None = Field(default=None, gt=0, description="vLLM's extension, in the request body.")
     repetition_penalty: float | None = Field(default=None, gt=0)
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     stop: list[str] = Field(default_factory=list)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -312,8 +324,14 @@ class _OpenAIParameters(BaseModel):
 
     @field_validator("stop", mode="before")
     @classmethod
-    def _stops(cls, value: str | list[str] | None) -> list[str]:
-        return _check_stops([value] if isinstance(value, str) else value)
+    def _stop_list(cls, value: Any) -> Any:
+        """OpenAI's ``stop`` may be one string, a list or null."""
+        return [value] if isinstance(value, str) else [] if value is None else value
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: list[str]) -> list[str]:
+        return _check_stops(value)
 
     @field_validator("max_tokens")
     @classmethod
@@ -410,7 +428,7 @@ class CompletionChunk(_OpenAIObject):
     usage: Usage | None = None
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(_StrictRequest):
     """A chat message; ``content`` is a string or a list of ``{"type": "text", "text": ...}`` parts."""
 
     model_config = ConfigDict(extra="allow")

@@ -1,0 +1,138 @@
+"""Strict input, TGI's way: every bad request is a 422 ``validation`` in TGI's error body (never a text/plain
+500, never an exception's text), numbers and booleans are parsed as strictly as TGI's serde parser does, and
+the smaller parity points (details, metric names, HEAD, trailing slashes, stalled bodies, authentication)
+follow TGI. A tiny random Llama serves every request over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from langchain_aligner.server.engine import BatchingEngine
+from tests.test_server_app import serve_tiny
+
+GENERATE_ROUTES = ["/generate", "/generate_stream", "/"]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_llama_dir: Path) -> Iterator[tuple[str, BatchingEngine]]:
+    with serve_tiny(tiny_llama_dir) as served:
+        yield served
+
+
+@pytest.fixture
+def url(served: tuple[str, BatchingEngine]) -> str:
+    """Base URL of the module's server (tiny Llama, 64 input / 128 total tokens)."""
+    return served[0]
+
+
+def post_raw(client: httpx.Client, route: str, body: str) -> httpx.Response:
+    """POST ``body`` as it is written (JSON's ``NaN``, lone surrogate escapes and big integers included)."""
+    return client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+
+
+def assert_validation_error(response: httpx.Response, message: str = "") -> None:
+    """``response`` is TGI's 422: a JSON ``validation`` error whose text starts as TGI's does."""
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error_type"] == "validation"
+    assert response.json()["error"].startswith("Input validation error: ")
+    assert message in response.json()["error"]
+
+
+# -- 6. no unhandled exception -----------------------------------------------------------------------------
+
+
+UNPARSEABLE = [
+    ("/generate", '{"inputs": "hi", "parameters": {"repetition_penalty": NaN}}'),
+    ("/generate", '{"inputs": "hi", "parameters": {"temperature": NaN}}'),
+    ("/generate", '{"inputs": "a lone \\ud800 surrogate"}'),
+    ("/generate", '{"inputs": "hi", "parameters": {"stop": ["\\udc00"]}}'),
+    ("/generate", '{"inputs": "hi", "parameters": {"do_sample": true, "seed": 18446744073709551616}}'),
+    ("/generate_stream", '{"inputs": "hi", "parameters": {"repetition_penalty": NaN}}'),
+    ("/generate_stream", '{"inputs": "\\ud800"}'),
+    ("/", '{"inputs": "hi", "parameters": {"temperature": NaN}, "stream": true}'),
+    ("/tokenize", '{"inputs": "\\ud800"}'),
+    ("/v1/completions", '{"prompt": "\\ud800"}'),
+    ("/v1/completions", '{"prompt": "hi", "temperature": 1, "seed": 18446744073709551616}'),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "\\ud800"}]}'),
+    ("/v1/chat/completions", '{"messages":[{"role":"user","content":[{"type":"text","text":"\\udc00"}]}]}'),
+]
+
+
+@pytest.mark.parametrize(("route", "body"), UNPARSEABLE)
+def test_values_that_crashed_the_server_are_tgis_422(url: str, route: str, body: str) -> None:
+    with httpx.Client(base_url=url) as client:
+        refused = post_raw(client, route, body)
+        # The connection stays usable: the same client gets an answer on it.
+        after = client.post("/tokenize", json={"inputs": "Edit"})
+    assert_validation_error(refused)
+    assert refused.headers.get("connection") != "close"
+    assert after.status_code == 200
+
+
+def test_an_unexpected_error_is_a_tgi_500_that_names_no_exception(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serve_tiny(tiny_llama_dir) as (url, engine):
+
+        def broken_tokenize(text: str) -> list[tuple[int, str, int, int]]:
+            raise KeyError("secret internals")
+
+        monkeypatch.setattr(engine, "tokenize", broken_tokenize)
+        with httpx.Client(base_url=url) as client:
+            failed = client.post("/tokenize", json={"inputs": "Edit"})
+            after = client.post("/generate", json={"inputs": "Edit", "parameters": {"max_new_tokens": 2}})
+    assert failed.status_code == 500
+    assert failed.headers["content-type"] == "application/json"
+    assert failed.json() == {"error": "Internal server error", "error_type": "internal"}
+    assert failed.headers["connection"] == "close"  # the server says it drops the connection
+    assert after.status_code == 200
+
+
+# -- 7. strict types -----------------------------------------------------------------------------------------
+
+
+LAX_PARAMETERS = [
+    '"temperature": Infinity',
+    '"temperature": -Infinity',
+    '"temperature": 1e999',
+    '"repetition_penalty": 1e999',
+    '"max_new_tokens": "5"',
+    '"max_new_tokens": 5.0',
+    '"max_new_tokens": true',
+    '"top_k": 2.0',
+    '"seed": "3"',
+    '"do_sample": "true"',
+    '"do_sample": 1',
+    '"details": 1',
+    '"stop": "a"',
+    '"top_p": true',
+]
+
+
+@pytest.mark.parametrize("parameter", LAX_PARAMETERS)
+@pytest.mark.parametrize("route", GENERATE_ROUTES)
+def test_lax_values_are_refused(url: str, route: str, parameter: str) -> None:
+    with httpx.Client(base_url=url) as client:
+        assert_validation_error(post_raw(client, route, f'{{"inputs": "hi", "parameters": {{{parameter}}}}}'))
+
+
+LAX_OPENAI_FIELDS = ['"max_tokens": "5"', '"max_tokens": 5.0', '"temperature": Infinity', '"top_p": 1e999']
+
+
+@pytest.mark.parametrize("fields", [*LAX_OPENAI_FIELDS, '"stream": 1', '"seed": true'])
+def test_lax_openai_values_are_refused(url: str, fields: str) -> None:
+    with httpx.Client(base_url=url) as client:
+        assert_validation_error(post_raw(client, "/v1/completions", f'{{"prompt": "hi", {fields}}}'))
+        chat = f'{{"messages": [{{"role": "user", "content": "hi"}}], {fields}}}'
+        assert_validation_error(post_raw(client, "/v1/chat/completions", chat))
+
+
+def test_integral_floats_are_numbers(url: str) -> None:
+    """An integer where a float is expected is fine, as in TGI (serde reads ``1`` as ``1.0``)."""
+    body = {"inputs": "Edit", "parameters": {"temperature": 1, "repetition_penalty": 2, "max_new_tokens": 2}}
+    assert httpx.post(f"{url}/generate", json=body).status_code == 200
