@@ -109,6 +109,10 @@ DETAILED = {
         "do_sample": True,
     },
 }
+STREAM_DETAILED = {  # a stream cannot have the prompt's details (TGI refuses decoder_input_details)
+    "inputs": PROMPT,
+    "parameters": {**DETAILED["parameters"], "decoder_input_details": False, "details": True},
+}
 TOO_LONG = {"inputs": "Edit " * 300}
 CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Edit this"}]}
 
@@ -119,7 +123,7 @@ CASES = [
     ("/generate", {"inputs": "hi", "parameters": {"top_p": 1.0}}, 422),
     ("/generate", TOO_LONG, 422),
     ("/generate_stream", GENERATE, 200),
-    ("/generate_stream", DETAILED, 200),
+    ("/generate_stream", STREAM_DETAILED, 200),
     ("/generate_stream", TOO_LONG, 422),
     ("/", GENERATE, 200),
     ("/", {**GENERATE, "stream": True}, 200),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -136,3 +137,14 @@ def test_integral_floats_are_numbers(url: str) -> None:
     """An integer where a float is expected is fine, as in TGI (serde reads ``1`` as ``1.0``)."""
     body = {"inputs": "Edit", "parameters": {"temperature": 1, "repetition_penalty": 2, "max_new_tokens": 2}}
     assert httpx.post(f"{url}/generate", json=body).status_code == 200
+
+
+# -- 8. decoder_input_details on a stream --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("route", "extra"), [("/generate_stream", {}), ("/", {"stream": True})])
+def test_decoder_input_details_on_a_stream_is_refused(url: str, route: str, extra: dict[str, Any]) -> None:
+    body = {"inputs": "Edit", "parameters": {"decoder_input_details": True, "max_new_tokens": 2}, **extra}
+    response = httpx.post(f"{url}{route}", json=body)
+    message = "`decoder_input_details` == true is not supported when streaming tokens"
+    assert_validation_error(response, message)

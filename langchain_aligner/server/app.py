@@ -66,6 +66,7 @@ from langchain_aligner.server.schemas import (
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
+    GenerateStreamRequest,
     Info,
     ModelCard,
     ModelList,
@@ -616,7 +617,7 @@ def create_app(
         return await server.generate_response(request)
 
     @api.post("/generate_stream", response_class=EventSourceResponse)
-    async def generate_stream(request: GenerateRequest) -> EventSourceResponse:
+    async def generate_stream(request: GenerateStreamRequest) -> EventSourceResponse:
         """Generate text as Server-Sent Events (TGI's ``/generate_stream``)."""
         return await server.generate_stream(request)
 

@@ -23,6 +23,7 @@ __all__ = [
     "FinishReason",
     "GenerateParameters",
     "GenerateRequest",
+    "GenerateStreamRequest",
     "CompatGenerateRequest",
     "Token",
     "PrefillToken",
@@ -171,7 +172,7 @@ class GenerateParameters(_StrictRequest):
 
 
 class GenerateRequest(_StrictRequest):
-    """Body of ``POST /generate``, ``POST /generate_stream`` and ``POST /tokenize``."""
+    """Body of ``POST /generate`` and ``POST /tokenize``."""
 
     inputs: str = Field(description="The prompt; the server adds the BOS token itself.")
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
@@ -184,10 +185,30 @@ class GenerateRequest(_StrictRequest):
         return value
 
 
+def _check_streamable(parameters: GenerateParameters) -> None:
+    if parameters.decoder_input_details:
+        raise ValueError("`decoder_input_details` == true is not supported when streaming tokens")
+
+
+class GenerateStreamRequest(GenerateRequest):
+    """Body of ``POST /generate_stream``: as TGI, it refuses ``decoder_input_details``."""
+
+    @model_validator(mode="after")
+    def _streamable(self) -> GenerateStreamRequest:
+        _check_streamable(self.parameters)
+        return self
+
+
 class CompatGenerateRequest(GenerateRequest):
-    """Body of ``POST /``: a ``/generate`` request that may ask for a stream."""
+    """Body of ``POST /``: a ``/generate`` request that may ask for a stream (then checked as one)."""
 
     stream: bool = False
+
+    @model_validator(mode="after")
+    def _streamable(self) -> CompatGenerateRequest:
+        if self.stream:
+            _check_streamable(self.parameters)
+        return self
 
 
 # -- TGI responses -----------------------------------------------------------------------------------------
