@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from langchain_aligner import AlignerRunnable
 from langchain_aligner.cli import main
 from langchain_aligner.models import load_model_and_tokenizer, preferred_dtype
-from langchain_aligner.server.app import create_app
+from langchain_aligner.server.app import DEFAULT_REQUEST_BODY_TIMEOUT, create_app
 from langchain_aligner.server.background import run_server_in_thread
 from langchain_aligner.server.cli import API_KEY_ENV
 from langchain_aligner.server.engine import BatchingEngine
@@ -46,6 +46,7 @@ def serve_tiny(
     chat_template: str | None = CHAT_TEMPLATE,
     api_key: str | None = None,
     max_request_bytes: int = 1 << 20,
+    request_body_timeout: float = DEFAULT_REQUEST_BODY_TIMEOUT,
     **engine_kwargs: Any,
 ) -> Iterator[tuple[str, BatchingEngine]]:
     """Serve the tiny model on 127.0.0.1 (64 input / 128 total tokens unless told); yield URL and engine.
@@ -58,7 +59,12 @@ def serve_tiny(
         model.forward = wrap_forward(model.forward)
     limits = {"max_input_tokens": 64, "max_total_tokens": 128, **engine_kwargs}
     engine = BatchingEngine(model, tokenizer, model_id="tiny-llama", **limits)
-    app = create_app(engine, api_key=api_key, max_request_bytes=max_request_bytes)
+    app = create_app(
+        engine,
+        api_key=api_key,
+        max_request_bytes=max_request_bytes,
+        request_body_timeout=request_body_timeout,
+    )
     with run_server_in_thread(app) as url:
         yield url, engine
 
@@ -130,7 +136,8 @@ def url(served: tuple[str, BatchingEngine]) -> str:
 def test_generate_is_the_models_greedy_output(served: tuple[str, BatchingEngine]) -> None:
     url, engine = served
     prompt = "Edit the following Question-Answer pair"
-    body = httpx.post(f"{url}/generate", json={"inputs": prompt, "parameters": {"max_new_tokens": 8}}).json()
+    parameters = {"max_new_tokens": 8, "details": True}
+    body = httpx.post(f"{url}/generate", json={"inputs": prompt, "parameters": parameters}).json()
     ids = engine.tokenizer(prompt, return_tensors="pt")["input_ids"]
     expected = engine.model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None)  # type: ignore[operator]
     assert body["generated_text"] == engine.tokenizer.decode(expected[0, ids.shape[1] :])
@@ -197,11 +204,13 @@ def test_chat_without_a_chat_template_is_refused(tiny_llama_dir: Path) -> None:
 
 
 def test_sampling_parameters_turn_sampling_on_and_the_seed_repeats(url: str) -> None:
-    body = {"inputs": "Edit the", "parameters": {"top_k": 50, "seed": 7, "max_new_tokens": 6}}
+    parameters = {"top_k": 50, "seed": 7, "max_new_tokens": 6, "details": True}
+    body = {"inputs": "Edit the", "parameters": parameters}
     first, second = (httpx.post(f"{url}/generate", json=body).json() for _ in range(2))
     assert first == second
     assert first["details"]["seed"] == 7
-    greedy = httpx.post(f"{url}/generate", json={"inputs": "Edit the", "parameters": {"max_new_tokens": 6}})
+    greedy_body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 6, "details": True}}
+    greedy = httpx.post(f"{url}/generate", json=greedy_body)
     assert greedy.json()["details"]["seed"] is None
 
 
@@ -212,7 +221,7 @@ def test_return_full_text_and_no_details(url: str) -> None:
     }
     answer = httpx.post(f"{url}/generate", json=body).json()
     assert answer["generated_text"].startswith("Edit the")
-    assert answer["details"] is None
+    assert "details" not in answer
 
 
 async def test_overload_is_429_while_requests_are_held(tiny_llama_dir: Path) -> None:
@@ -233,7 +242,7 @@ async def test_overload_is_429_while_requests_are_held(tiny_llama_dir: Path) -> 
         assert response.status_code == 429
         assert response.json()["error_type"] == "overloaded"
     assert accepted.status_code == 200
-    assert failures["tgi_request_failure_total{err=overloaded}"] == 3
+    assert failures["tgi_request_failure{err=overloaded}"] == 3
     assert failures["aligner_engine_rejected_total"] == 3
 
 
@@ -325,9 +334,9 @@ def test_metrics_count_requests_tokens_and_failures(url: str) -> None:
     def delta(name: str) -> float:
         return after.get(name, 0) - before.get(name, 0)
 
-    assert delta("tgi_request_count_total") == 3
-    assert delta("tgi_request_success_total") == 2
-    assert delta("tgi_request_failure_total{err=validation}") == 1
+    assert delta("tgi_request_count") == 3
+    assert delta("tgi_request_success") == 2
+    assert delta("tgi_request_failure{err=validation}") == 1
     assert delta("tgi_request_generated_tokens_sum") == 8
     assert delta("tgi_request_duration_count") == 2
     assert delta("aligner_engine_generated_tokens_total") == 8
@@ -387,7 +396,7 @@ def test_serve_command_answers_generate(tiny_llama_dir: Path, monkeypatch: pytes
             except httpx.TransportError:
                 time.sleep(0.2)
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 3}}
+        body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 3, "details": True}}
         answer = httpx.post(f"{url}/generate", json=body, headers=headers)
         info = httpx.get(f"{url}/info", headers=headers).json()
         unauthorized = httpx.get(f"{url}/info")

@@ -98,6 +98,7 @@ def url(served: tuple[str, BatchingEngine]) -> str:
 
 
 GENERATE = {"inputs": PROMPT, "parameters": {"max_new_tokens": 5}}
+DETAILS = {"max_new_tokens": 5, "details": True}
 DETAILED = {
     "inputs": PROMPT,
     "parameters": {
@@ -162,7 +163,7 @@ def test_health_and_metrics(url: str) -> None:
     health, metrics = httpx.get(f"{url}/health"), httpx.get(f"{url}/metrics")
     assert (health.status_code, health.content) == (200, b"")
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert "tgi_request_count_total" in metrics.text
+    assert "\ntgi_request_count " in metrics.text  # TGI's name: no "_total"
 
 
 def test_detailed_answer_has_prefill_top_tokens_and_seed(url: str) -> None:
@@ -190,7 +191,7 @@ def test_stream_in_error_is_an_error_response(tiny_llama_dir: Path, contract: Op
 
 def test_inference_client_text_generation(url: str) -> None:
     client = InferenceClient(model=url)
-    reference = httpx.post(f"{url}/generate", json=GENERATE).json()
+    reference = httpx.post(f"{url}/generate", json={"inputs": PROMPT, "parameters": DETAILS}).json()
     plain = client.text_generation(PROMPT, max_new_tokens=5)
     detailed = client.text_generation(PROMPT, max_new_tokens=5, details=True)
     streamed = list(client.text_generation(PROMPT, max_new_tokens=5, stream=True))

@@ -5,6 +5,8 @@ follow TGI. A tiny random Llama serves every request over real HTTP on 127.0.0.1
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,20 +15,20 @@ import httpx
 import pytest
 
 from langchain_aligner.server.engine import BatchingEngine
-from tests.test_server_app import serve_tiny
+from tests.test_server_app import metric_values, serve_tiny, sse_events
 
 GENERATE_ROUTES = ["/generate", "/generate_stream", "/"]
 
 
 @pytest.fixture(scope="module")
 def served(tiny_llama_dir: Path) -> Iterator[tuple[str, BatchingEngine]]:
-    with serve_tiny(tiny_llama_dir) as served:
+    with serve_tiny(tiny_llama_dir, request_body_timeout=0.5) as served:
         yield served
 
 
 @pytest.fixture
 def url(served: tuple[str, BatchingEngine]) -> str:
-    """Base URL of the module's server (tiny Llama, 64 input / 128 total tokens)."""
+    """Base URL of the module's server (tiny Llama, 64 input / 128 total tokens, 0.5 s to send a body)."""
     return served[0]
 
 
@@ -148,3 +150,76 @@ def test_decoder_input_details_on_a_stream_is_refused(url: str, route: str, extr
     response = httpx.post(f"{url}{route}", json=body)
     message = "`decoder_input_details` == true is not supported when streaming tokens"
     assert_validation_error(response, message)
+
+
+# -- 9. parity -----------------------------------------------------------------------------------------------
+
+
+def test_details_are_off_by_default_and_omitted(url: str) -> None:
+    def generate(**parameters: Any) -> dict[str, Any]:
+        body = {"inputs": "Edit", "parameters": {"max_new_tokens": 2, **parameters}}
+        return dict(httpx.post(f"{url}/generate", json=body).json())
+
+    assert "details" not in generate()
+    assert "details" not in generate(details=False)
+    assert generate(details=True)["details"]["generated_tokens"] == 2
+    # As on TGI, asking for the prompt's details asks for details.
+    assert len(generate(decoder_input_details=True)["details"]["prefill"]) > 0
+    stream = {"inputs": "Edit", "parameters": {"max_new_tokens": 2}}
+    assert sse_events(httpx.post(f"{url}/generate_stream", json=stream))[-1]["details"] is None
+
+
+def test_metrics_have_tgis_names(url: str) -> None:
+    httpx.post(f"{url}/generate", json={"inputs": "Edit", "parameters": {"max_new_tokens": 2}})
+    httpx.post(f"{url}/generate", json={"inputs": "Edit " * 100})
+    values = metric_values(url)
+    assert values["tgi_request_count"] >= 2
+    assert values["tgi_request_success"] >= 1
+    assert values["tgi_request_failure{err=validation}"] >= 1
+    assert not [name for name in values if name.startswith("tgi_") and "_total" in name]
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/generate", '{"inputs": 5}'),
+        ("/generate_stream", '{"inputs": "hi", "parameters": {"max_new_tokens": "5"}}'),
+        ("/v1/completions", '{"prompt": "hi", "temperature": NaN}'),
+        ("/generate", "{not json"),
+    ],
+)
+def test_requests_refused_while_parsing_are_counted(url: str, route: str, body: str) -> None:
+    before = metric_values(url)
+    with httpx.Client(base_url=url) as client:
+        assert_validation_error(post_raw(client, route, body))
+    after = metric_values(url)
+    for name in ("tgi_request_failure{err=validation}", "tgi_request_count"):
+        assert after.get(name, 0) - before.get(name, 0) == 1
+
+
+@pytest.mark.parametrize("route", ["/health"])
+def test_head_answers_like_get(url: str, route: str) -> None:
+    head = httpx.head(f"{url}{route}")
+    assert head.status_code == 200
+    assert head.content == b""
+
+
+def test_a_trailing_slash_is_not_redirected(url: str) -> None:
+    response = httpx.post(f"{url}/generate/", json={"inputs": "Edit"})
+    assert response.status_code == 404
+    assert response.json()["error_type"] == "not_found"
+
+
+def test_a_body_shorter_than_its_content_length_times_out(url: str) -> None:
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    with socket.create_connection((host, port)) as sock:
+        sock.settimeout(60)  # guards the test against a hang; the server answers after 0.5 s
+        head = f"POST /generate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"{head}Content-Length: 100\r\n\r\n".encode() + b'{"inputs": ')
+        received = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            received += chunk
+    status, _, rest = received.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert b"connection: close" in rest.lower()
+    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["error_type"] == "request_timeout"

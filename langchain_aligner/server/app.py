@@ -1,13 +1,15 @@
 """The FastAPI app: TGI's routes and the OpenAI-compatible ones, on top of a :class:`BatchingEngine`.
 
 Errors have TGI's shape everywhere (``{"error": ..., "error_type": ...}``): 422 ``validation``, 429
-``overloaded``, 424 ``generation``, 500 ``incomplete_generation``, plus 401, 404 and 413 (and 500
+``overloaded``, 424 ``generation``, 500 ``incomplete_generation``, plus 401, 404, 408 and 413 (and 500
 ``internal``, without the cause's text, for a bug). An error after a stream has started arrives as one last
 event with that body, as on TGI.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 import logging
 import math
@@ -24,15 +26,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.registry import Collector
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
@@ -78,10 +73,13 @@ from langchain_aligner.server.schemas import (
     Usage,
 )
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_REQUEST_BODY_TIMEOUT", "create_app"]
 
 DEFAULT_MAX_REQUEST_BYTES = 2 * 1024 * 1024
 """Largest request body accepted (413 above it), TGI's default ``--payload-limit``."""
+
+DEFAULT_REQUEST_BODY_TIMEOUT = 30.0
+"""Seconds to wait for the next piece of a request body (408 after it, e.g. a Content-Length never sent)."""
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +88,11 @@ _STATUS_ERROR_TYPES = {
     401: "authentication",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
 }
 Events = AsyncIterator[TokenEvent | FinishEvent]
+_Endpoint = Callable[..., Awaitable[Any]]
 
 
 class _Failure(Exception):
@@ -138,10 +138,14 @@ def _validation_message(error: RequestValidationError) -> str:
 
 
 class _BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` (declared or streamed) is answered with 413."""
+    """ASGI middleware: a request body over ``max_bytes`` (declared or streamed) is answered with 413, and one
+    whose next piece does not come within ``timeout`` seconds (a Content-Length larger than what the client
+    sends) with 408, closing the connection. Once the body is in, reads (waiting for a disconnect) have no
+    time limit.
+    """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int, timeout: float) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -149,12 +153,20 @@ class _BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         received = 0
+        body_done = False
 
         async def limited_receive() -> MutableMapping[str, Any]:
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
             if declared is not None and int(declared) > self.max_bytes:
                 raise HTTPException(413, f"request body over {self.max_bytes} bytes")
-            message = await receive()
+            try:
+                message: MutableMapping[str, Any] = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                stalled = f"request body not received within {self.timeout:g} s"
+                raise HTTPException(408, stalled, headers={"Connection": "close"}) from None
+            body_done = not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise HTTPException(413, f"request body over {self.max_bytes} bytes")
@@ -193,9 +205,8 @@ class _Metrics:
     def __init__(self, engine: BatchingEngine) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("tgi_request_count", "Generation requests received.", registry=r)
-        self.success = Counter("tgi_request_success", "Generation requests that finished.", registry=r)
-        self.failure = Counter("tgi_request_failure", "Failed requests by error type.", ["err"], registry=r)
+        self.counts = _RequestCounts()
+        r.register(self.counts)
         self.duration = Histogram("tgi_request_duration", "Seconds from request to answer.", registry=r)
         self.queue = Histogram("tgi_request_queue_duration", "Seconds waiting for a batch slot.", registry=r)
         self.inference = Histogram("tgi_request_inference_duration", "Seconds of inference.", registry=r)
@@ -210,8 +221,11 @@ class _Metrics:
         in_flight.set_function(lambda: engine.in_flight)
         r.register(_EngineCollector(engine))
 
+    def received(self) -> None:
+        self.counts.requests += 1
+
     def finished(self, finish: FinishEvent, started: float) -> None:
-        self.success.inc()
+        self.counts.success += 1
         self.duration.observe(time.perf_counter() - started)
         self.queue.observe(finish.queue_ms / 1000)
         self.inference.observe(finish.inference_ms / 1000)
@@ -219,7 +233,26 @@ class _Metrics:
         self.generated.observe(finish.generated_tokens)
 
     def failed(self, failure: _Failure) -> None:
-        self.failure.labels(err=failure.error_type).inc()
+        self.counts.failures[failure.error_type] += 1
+
+
+class _RequestCounts(Collector):
+    """TGI's request counters under TGI's names: ``tgi_request_count``, ``tgi_request_success`` and
+    ``tgi_request_failure{err}``. prometheus_client exposes every counter as ``<name>_total``, so these are
+    exposed untyped, which keeps the names; ``rate()`` and ``increase()`` work on them as on counters."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.success = 0
+        self.failures: collections.Counter[str] = collections.Counter()
+
+    def collect(self) -> Iterator[Metric]:
+        yield UnknownMetricFamily("tgi_request_count", "Generation requests received.", self.requests)
+        yield UnknownMetricFamily("tgi_request_success", "Generation requests that finished.", self.success)
+        failure = UnknownMetricFamily("tgi_request_failure", "Failed requests by error type.", labels=["err"])
+        for error_type, count in sorted(self.failures.items()):
+            failure.add_metric([error_type], count)
+        yield failure
 
 
 _ENGINE_COUNTERS = (
@@ -329,7 +362,7 @@ class _Server:
     async def generate(self, request: EngineRequest) -> FinishEvent:
         """Run ``request`` to the end, counting it in the metrics; engine errors become :class:`_Failure`."""
         started = time.perf_counter()
-        self.metrics.requests.inc()
+        self.metrics.received()
         with self.failures():
             finish = await self.engine.generate(request)
         self.metrics.finished(finish, started)
@@ -341,7 +374,7 @@ class _Server:
         """Start streaming ``request``: the request, its first event (errors before it are raised as
         :class:`_Failure`, so they get an HTTP status), the rest of the events and the start time."""
         started = time.perf_counter()
-        self.metrics.requests.inc()
+        self.metrics.received()
         events = aiter(self.engine.stream(request))
         with self.failures():
             first = await anext(events)
@@ -392,7 +425,7 @@ class _Server:
         params = request.parameters
         prefix = request.inputs if params.return_full_text else ""
         details = None
-        if params.details:
+        if params.details or params.decoder_input_details:  # as on TGI, the prompt's details are details
             details = Details(
                 finish_reason=finish.finish_reason,
                 generated_tokens=finish.generated_tokens,
@@ -554,6 +587,7 @@ def create_app(
     *,
     api_key: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    request_body_timeout: float = DEFAULT_REQUEST_BODY_TIMEOUT,
 ) -> FastAPI:
     """Build the server's app around ``engine``; the engine starts and stops with the app (its lifespan).
 
@@ -561,6 +595,7 @@ def create_app(
         engine: The batching engine that runs the model.
         api_key: If set, every route but ``/health`` needs ``Authorization: Bearer <api_key>`` (else 401).
         max_request_bytes: Largest request body accepted; larger ones get 413.
+        request_body_timeout: Seconds to wait for the next piece of a request body; then 408.
     """
     server = _Server(engine)
 
@@ -571,9 +606,10 @@ def create_app(
             yield
             server.ready = False
 
-    app = FastAPI(title="langchain-aligner", version=_VERSION, lifespan=lifespan)
+    # No redirect from /generate/ to /generate: as on TGI, a path is found as written or not at all.
+    app = FastAPI(title="langchain-aligner", version=_VERSION, lifespan=lifespan, redirect_slashes=False)
     app.state.server = server
-    app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
+    app.add_middleware(_BodyLimit, max_bytes=max_request_bytes, timeout=request_body_timeout)
     app.add_middleware(CancelOnDisconnect)  # a client that leaves frees its row, streamed or not
 
     @app.exception_handler(_Failure)
@@ -582,8 +618,11 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        body = ErrorResponse(error=_validation_message(error), error_type="validation")
-        return JSONResponse(body.model_dump(), 422)
+        """A body refused while parsing: TGI's 422, counted as a request that failed validation."""
+        failure = _Failure(422, "validation", _validation_message(error))
+        server.metrics.received()
+        server.metrics.failed(failure)
+        return JSONResponse(failure.body(), failure.status)
 
     @app.exception_handler(HTTPException)
     async def _on_http(_: Request, error: HTTPException) -> JSONResponse:
@@ -602,7 +641,17 @@ def create_app(
         if api_key is not None and not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
             raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/health", response_class=Response)
+    def open_get(path: str, **options: Any) -> Callable[[_Endpoint], _Endpoint]:
+        """A GET route without the API key that answers HEAD too, as axum's GET routes do on TGI (load
+        balancers probe ``/health`` with HEAD); HEAD stays out of the OpenAPI document."""
+
+        def register(endpoint: _Endpoint) -> _Endpoint:
+            app.head(path, include_in_schema=False, **options)(endpoint)
+            return app.get(path, **options)(endpoint)
+
+        return register
+
+    @open_get("/health", response_class=Response)
     async def health() -> Response:
         """200 once the engine runs, else 503."""
         if not server.ready or not engine.accepting:  # starting, or draining before shutdown

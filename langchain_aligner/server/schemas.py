@@ -93,7 +93,7 @@ class GenerateParameters(_StrictRequest):
     adapter_id: str | None = Field(default=None, description="LoRA adapter id (not supported).")
     best_of: int | None = Field(default=None, description="Only 1 is supported.")
     decoder_input_details: bool = Field(default=False, description="Return the prompt tokens' logprobs.")
-    details: bool = Field(default=True, description="Return generation details.")
+    details: bool = Field(default=False, description="Return generation details.")
     do_sample: bool = Field(default=False, description="Sample instead of greedy decoding.")
     frequency_penalty: float | None = Field(default=None, description="Not supported.")
     grammar: dict[str, Any] | None = Field(default=None, description="Not supported.")
@@ -244,10 +244,10 @@ class Details(BaseModel):
 
 
 class GenerateResponse(BaseModel):
-    """Body of a ``/generate`` answer."""
+    """Body of a ``/generate`` answer; ``details`` is left out unless asked for, as on TGI."""
 
     generated_text: str
-    details: Details | None = None
+    details: Details | None = Field(default=None, exclude_if=lambda details: details is None)
 
 
 class StreamDetails(BaseModel):
