@@ -197,7 +197,7 @@ def test_requests_refused_while_parsing_are_counted(url: str, route: str, body: 
         assert after.get(name, 0) - before.get(name, 0) == 1
 
 
-@pytest.mark.parametrize("route", ["/health"])
+@pytest.mark.parametrize("route", ["/health", "/info", "/metrics", "/v1/models"])
 def test_head_answers_like_get(url: str, route: str) -> None:
     head = httpx.head(f"{url}{route}")
     assert head.status_code == 200
@@ -223,3 +223,44 @@ def test_a_body_shorter_than_its_content_length_times_out(url: str) -> None:
     assert status == b"HTTP/1.1 408 Request Timeout"
     assert b"connection: close" in rest.lower()
     assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["error_type"] == "request_timeout"
+
+
+# -- 10. authentication --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyed_url(tiny_llama_dir: Path) -> Iterator[str]:
+    """A server that requires ``Bearer s3cret`` (its body limit: 200 bytes)."""
+    with serve_tiny(tiny_llama_dir, api_key="s3cret", max_request_bytes=200) as (url, _):
+        yield url
+
+
+@pytest.mark.parametrize("header", ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "Bearer  s3cret"])
+def test_the_bearer_scheme_is_case_insensitive(keyed_url: str, header: str) -> None:
+    body = {"inputs": "Edit", "parameters": {"max_new_tokens": 2}}
+    response = httpx.post(f"{keyed_url}/generate", json=body, headers={"authorization": header})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("header", [None, "Bearer S3CRET", "Basic s3cret", "Bearer", "Bearer s3cret x"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": "Edit", "parameters": {"max_new_tokens": 2}}',
+        b"{not json",
+        b'{"inputs": "' + b"x" * 300 + b'"}',
+    ],
+)
+def test_the_key_is_checked_before_the_body(keyed_url: str, header: str | None, body: bytes) -> None:
+    headers = {"content-type": "application/json", **({"authorization": header} if header else {})}
+    response = httpx.post(f"{keyed_url}/generate", content=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error_type"] == "authentication"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_info_metrics_models_and_health_are_open_as_on_tgi(keyed_url: str) -> None:
+    for route in ("/health", "/info", "/metrics", "/v1/models"):
+        assert httpx.get(f"{keyed_url}{route}").status_code == 200
+    for route in (*GENERATE_ROUTES, "/tokenize", "/v1/completions", "/v1/chat/completions"):
+        assert httpx.post(f"{keyed_url}{route}", json={}).status_code == 401

@@ -4,6 +4,9 @@ Errors have TGI's shape everywhere (``{"error": ..., "error_type": ...}``): 422 
 ``overloaded``, 424 ``generation``, 500 ``incomplete_generation``, plus 401, 404, 408 and 413 (and 500
 ``internal``, without the cause's text, for a bug). An error after a stream has started arrives as one last
 event with that body, as on TGI.
+
+As on TGI, the API key guards the generation routes and ``/tokenize`` and is checked before the body is read;
+``/health``, ``/info``, ``/metrics`` and ``/v1/models`` stay open (load balancers and Prometheus scrape them).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from importlib.metadata import version
 from typing import Any
 
 import pydantic_core
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -188,15 +191,17 @@ class _StrictJSONRequest(Request):
 
 
 class _APIRoute(APIRoute):
-    """A route of the API proper, whose JSON body is parsed strictly."""
+    """A route of the API proper: the API key is checked before the body is read (TGI's auth layer; an
+    unauthenticated client gets 401 whatever its body), then the JSON body is parsed strictly."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
-        async def strict_handler(request: Request) -> Response:
+        async def authorized_handler(request: Request) -> Response:
+            request.app.state.server.authorize(request.headers.get("authorization"))
             return await handler(_StrictJSONRequest(request.scope, request.receive))
 
-        return strict_handler
+        return authorized_handler
 
 
 class _Metrics:
@@ -335,12 +340,23 @@ class _LastToken:
 class _Server:
     """The routes' shared state: the engine, metrics and the model's identity."""
 
-    def __init__(self, engine: BatchingEngine) -> None:
+    def __init__(self, engine: BatchingEngine, api_key: str | None) -> None:
         self.engine = engine
+        self.api_key = api_key
         self.metrics = _Metrics(engine)
         self.created = int(time.time())
         self.fingerprint = f"{_VERSION}-langchain-aligner"
         self.ready = False
+
+    def authorize(self, authorization: str | None) -> None:
+        """Raise 401 unless ``authorization`` is ``Bearer <api_key>`` (when a key is set); the scheme's case
+        does not matter (RFC 7235), the key's does."""
+        if self.api_key is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        key_matches = secrets.compare_digest(token.strip().encode(), self.api_key.encode())
+        if scheme.lower() != "bearer" or not key_matches:
+            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
 
     # -- running requests ----------------------------------------------------------------------------------
 
@@ -593,11 +609,13 @@ def create_app(
 
     Args:
         engine: The batching engine that runs the model.
-        api_key: If set, every route but ``/health`` needs ``Authorization: Bearer <api_key>`` (else 401).
+        api_key: If set, the generation routes and ``/tokenize`` need ``Authorization: Bearer <api_key>``
+            (else 401, before the body is read); ``/health``, ``/info``, ``/metrics`` and ``/v1/models`` stay
+            open, as on TGI.
         max_request_bytes: Largest request body accepted; larger ones get 413.
         request_body_timeout: Seconds to wait for the next piece of a request body; then 408.
     """
-    server = _Server(engine)
+    server = _Server(engine, api_key)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -636,11 +654,6 @@ def create_app(
         failure = _failure(error)
         return JSONResponse(failure.body(), failure.status, headers={"Connection": "close"})
 
-    async def check_api_key(request: Request) -> None:
-        given = request.headers.get("authorization", "")
-        if api_key is not None and not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
-
     def open_get(path: str, **options: Any) -> Callable[[_Endpoint], _Endpoint]:
         """A GET route without the API key that answers HEAD too, as axum's GET routes do on TGI (load
         balancers probe ``/health`` with HEAD); HEAD stays out of the OpenAPI document."""
@@ -658,7 +671,7 @@ def create_app(
             return JSONResponse(ErrorResponse(error="unhealthy", error_type="healthcheck").model_dump(), 503)
         return Response(status_code=200)
 
-    api = APIRouter(dependencies=[Depends(check_api_key)], route_class=_APIRoute)
+    api = APIRouter(route_class=_APIRoute)
 
     @api.post("/generate", response_model=GenerateResponse)
     async def generate(request: GenerateRequest) -> GenerateResponse:
@@ -677,12 +690,12 @@ def create_app(
             return await server.generate_stream(request)
         return [await server.generate_response(request)]
 
-    @api.get("/info", response_model=Info)
+    @open_get("/info", response_model=Info)
     async def info() -> Info:
         """The model and the server's limits."""
         return server.info()
 
-    @api.get("/metrics", response_class=Response)
+    @open_get("/metrics", response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics."""
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -705,7 +718,7 @@ def create_app(
         """OpenAI-compatible chat completions, with the tokenizer's chat template."""
         return await server.chat_completion(request)
 
-    @api.get("/v1/models", response_model=ModelList)
+    @open_get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
         """The served model (an OpenAI model list that is also TGI's ``ModelInfo``)."""
         return server.models()
