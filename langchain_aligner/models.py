@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_MODEL_NAME",
     "DTYPES",
     "cache_dir",
+    "check_model_path",
     "cpu_supports_bf16",
     "default_model_dir",
     "load_model_and_tokenizer",
@@ -142,15 +143,11 @@ def load_model_and_tokenizer(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = _torch_dtype(dtype)
-    path = Path(path) if path is not None else default_model_dir()
+    path = check_model_path(path if path is not None else default_model_dir())
     kwargs: dict[str, Any] = {}
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {path}")
         source, kwargs["gguf_file"] = str(path.parent), path.name
     else:
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"not a model directory (no config.json): {path}")
         source = str(path)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
@@ -165,6 +162,22 @@ def load_model_and_tokenizer(
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to via a decorator
     return model, tokenizer
+
+
+def check_model_path(path: str | Path) -> Path:
+    """``path`` as :func:`load_model_and_tokenizer` loads it, checked without loading: a ``.gguf`` file or a
+    model directory (with ``config.json``).
+
+    Raises:
+        FileNotFoundError: It is neither.
+    """
+    path = Path(path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+    elif not (path / "config.json").is_file():
+        raise FileNotFoundError(f"not a model directory (no config.json): {path}")
+    return path
 
 
 def _fix_gguf_pre_tokenizer(tokenizer: PreTrainedTokenizerBase, gguf_path: Path) -> None:

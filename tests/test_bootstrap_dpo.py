@@ -147,7 +147,7 @@ def test_bad_configs_and_data_are_refused(
     with pytest.raises(ConfigError, match="needs the DeepSpeed launcher"):
         train_dpo(with_deepspeed)
 
-    with pytest.raises(ValueError, match=r"row 1 lacks \['chosen', 'rejected'\]"):
+    with pytest.raises(ValueError, match=r"sft\.jsonl:1: missing field\(s\) \['chosen', 'rejected'\]"):
         load_preference_dataset(preference_dir / "sft.jsonl")
     with pytest.raises(FileNotFoundError, match="preference data not found"):
         load_preference_dataset(tmp_path)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-from train.run_lock import RunDirectoryInUse
-
 COMMANDS = {
     "sft": "train.sft",  # supervised fine-tuning: an Aligner on Q-A-C records
     "dpo": "train.dpo",  # preference tuning of the upstream model on (correction > original) pairs
@@ -34,11 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]])
-    try:
-        return int(module.main(argv[1:] + launcher_args) or 0)
-    except RunDirectoryInUse as error:  # a refusal, not a crash: one line, as argparse reports bad arguments
-        print(f"python -m train {argv[0]}: error: {error}", file=sys.stderr)
-        return 2
+    return int(module.main(argv[1:] + launcher_args) or 0)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langchain_aligner import quality
+from train.config import ConfigError, validation_summary
+from train.errors import InputFileNotFound
 from train.records import QACRecord, RecordError, Records, parse_rows, read_records, read_rows
 
 __all__ = [
     "ALPACA_EVAL_FIELDS",
     "DataSource",
     "build_dataset",
+    "data_sources",
     "from_alpaca_eval",
     "from_alpaca_eval_annotations",
     "alpaca_eval_outputs",
@@ -270,6 +273,8 @@ class DataSource(BaseModel):
                 raise ValueError("a hub source needs a dataset 'name' and no 'path'")
         elif not self.path or self.name:
             raise ValueError(f"a {self.kind} source needs a 'path' and no 'name'")
+        elif self.kind in ("jsonl", "json", "parquet"):
+            _check_suffix(self.path, self.kind)
         if self.fields and self.kind not in ("jsonl", "json", "parquet", "hub"):
             raise ValueError(f"'fields' does not apply to a {self.kind} source")
         if self.fields and self.kind == "hub" and self.builder != "qac":
@@ -293,7 +298,6 @@ class DataSource(BaseModel):
         else:
             assert self.path is not None
             if self.kind in ("jsonl", "json", "parquet"):
-                _check_suffix(self.path, self.kind)
                 records = from_json_records(self.path, fields=self.fields, **options)
             elif self.kind == "hh_rlhf":
                 records = from_hh_rlhf(self.path, **options)
@@ -319,12 +323,9 @@ def build_dataset(
 
     Logs how many records each source gave and how many it skipped.
     """
-    sources = [config] if isinstance(config, (DataSource, Mapping)) else list(config)
-    if not sources:
-        raise ValueError("no data sources given")
+    sources = data_sources(config)  # every spec checked before any data is read
     records = Records()
-    for spec in sources:
-        source = spec if isinstance(spec, DataSource) else DataSource.model_validate(spec)
+    for source in sources:
         loaded = source.load()
         logger.info(
             "%s %s: %d records, %d skipped",
@@ -336,6 +337,32 @@ def build_dataset(
         records.extend(loaded)
         records.skipped.extend(loaded.skipped)
     return records
+
+
+def data_sources(
+    config: DataSource | Mapping[str, Any] | Sequence[DataSource | Mapping[str, Any]],
+) -> list[DataSource]:
+    """One or more data source specs as :class:`DataSource` objects, every one validated.
+
+    Raises:
+        ValueError: No sources.
+        ConfigError: A bad spec, in one line naming it (``data[1] (qac.csv): kind: ...``).
+    """
+    specs = [config] if isinstance(config, (DataSource, Mapping)) else list(config)
+    if not specs:
+        raise ValueError("no data sources given")
+    return [_data_source(spec, f"data[{i}]") for i, spec in enumerate(specs)]
+
+
+def _data_source(spec: DataSource | Mapping[str, Any], key: str) -> DataSource:
+    if isinstance(spec, DataSource):
+        return spec
+    try:
+        return DataSource.model_validate(spec)
+    except ValidationError as error:
+        named = spec.get("path") or spec.get("name") if isinstance(spec, Mapping) else None
+        where = f"{key} ({named})" if named else key
+        raise ConfigError(f"{where}: {validation_summary(error)}") from None
 
 
 def _check_suffix(path: str, kind: str) -> None:
@@ -473,7 +500,7 @@ def _jailbreakbench_rows(source: str | Path | Rows) -> Iterator[tuple[str, int, 
     path = Path(source)
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     if not files:
-        raise FileNotFoundError(f"no JailbreakBench artifact (*.json) in {path}")
+        raise InputFileNotFound(f"no JailbreakBench artifact (*.json) in {path}")
     for file in files:
         data = json.loads(file.read_text(encoding="utf-8"))
         jailbreaks = data.get("jailbreaks") if isinstance(data, dict) else data

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 import yaml
+from pydantic import ValidationError
+
+from train.errors import TrainingInputError
 
 __all__ = [
     "ConfigError",
@@ -25,6 +28,9 @@ __all__ = [
     "load_config",
     "config_to_dict",
     "resolve_deepspeed_config",
+    "read_deepspeed_config",
+    "check_model_and_deepspeed",
+    "validation_summary",
     "CONFIG_DIR",
 ]
 
@@ -44,7 +50,7 @@ PRECISIONS = ("bf16", "fp16", "fp32", "bf16-autocast")
 autocast."""
 
 
-class ConfigError(ValueError):
+class ConfigError(TrainingInputError, ValueError):
     """A config file or override is malformed: unknown key, wrong type or out-of-range value."""
 
 
@@ -202,6 +208,57 @@ def resolve_deepspeed_config(name: str | None) -> Path | None:
     raise ConfigError(f"deepspeed config not found: {name}")
 
 
+def read_deepspeed_config(name: str | None) -> dict[str, Any] | None:
+    """The DeepSpeed config ``name`` (see :func:`resolve_deepspeed_config`) as a mapping; ``None`` for none.
+
+    Raises:
+        ConfigError: The file does not exist or is not a JSON object; the message names the file and line.
+    """
+    path = resolve_deepspeed_config(name)
+    if path is None:
+        return None
+    try:
+        ds = json.loads(path.read_bytes())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"deepspeed config {path}:{error.lineno}: not valid JSON: {error.msg}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"deepspeed config {path}: not UTF-8 text ({error.reason})") from None
+    if not isinstance(ds, dict):
+        raise ConfigError(f"deepspeed config {path}: expected a JSON object, got {type(ds).__name__}")
+    return ds
+
+
+def check_model_and_deepspeed(model: str | Path | None, deepspeed: str | None) -> None:
+    """Fail fast, before any data is read or model loaded: ``model`` (``None``: the embedded one) is a model
+    directory or a ``.gguf`` file and the DeepSpeed config reads as JSON.
+
+    Raises:
+        ConfigError: Naming the key (``model`` or ``deepspeed``) and the path.
+    """
+    from langchain_aligner.models import check_model_path
+
+    if model is not None:
+        try:
+            check_model_path(model)
+        except FileNotFoundError as error:
+            raise ConfigError(f"model: {error}") from None
+    read_deepspeed_config(deepspeed)
+
+
+def validation_summary(error: ValidationError) -> str:
+    """A pydantic validation error in one line: ``location: message (got value)`` for each problem,
+    ``; ``-separated."""
+    problems = []
+    for problem in error.errors():
+        text = problem["msg"].removeprefix("Value error, ")
+        value = problem.get("input")
+        if problem["type"] != "missing" and not isinstance(value, (dict, list)):
+            text += f" (got {value!r})"
+        location = ".".join(str(part) for part in problem["loc"])
+        problems.append(f"{location}: {text}" if location else text)
+    return "; ".join(problems)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Build the dataclass ``cls`` from a YAML or JSON file, then apply ``key=value`` overrides.
 
@@ -237,11 +294,16 @@ def _check(ok: bool, message: str) -> None:
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text ({error.reason})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+        raise ConfigError(f"{path}: cannot parse: {' '.join(str(exc).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

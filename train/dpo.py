@@ -20,9 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_aligner.models import export_model, load_model_and_tokenizer
-from train.config import ConfigError, LoRAConfig, load_config, resolve_deepspeed_config
-from train.preference import read_jsonl
-from train.run_lock import hold_run_directory
+from train.cli import report_input_errors
+from train.config import (
+    ConfigError,
+    LoRAConfig,
+    check_model_and_deepspeed,
+    load_config,
+    resolve_deepspeed_config,
+)
+from train.errors import InputFileNotFound
+from train.records import RecordError, read_rows
+from train.run_lock import hold_run_directory, launch_rank
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -125,21 +133,33 @@ class DPOResult:
 
 
 def load_preference_dataset(path: str | Path) -> Dataset:
-    """Read preference rows (``prompt``, ``chosen``, ``rejected``) from a JSONL file or its directory."""
+    """Read preference rows (``prompt``, ``chosen``, ``rejected``) from a JSONL file or its directory.
+
+    Raises:
+        InputFileNotFound: No such file.
+        RecordError: A bad row (naming the file and line), or no rows at all.
+    """
     from datasets import Dataset
 
     path = Path(path)
     if path.is_dir():
         path = path / "preference.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"preference data not found: {path}")
-    rows = read_jsonl(path)
-    for number, row in enumerate(rows, 1):
+        raise InputFileNotFound(f"preference data not found: {path}")
+    rows = []
+    for position, row in read_rows(path):
+        if isinstance(row, RecordError):
+            raise row
+        if not isinstance(row, dict):
+            raise RecordError(path, position, f"expected an object, got {type(row).__name__}")
         missing = [key for key in PREFERENCE_KEYS if key not in row]
         if missing:
-            raise ValueError(f"{path}: row {number} lacks {missing}; a preference row has {PREFERENCE_KEYS}")
+            raise RecordError(
+                path, position, f"missing field(s) {missing}; a preference row has {PREFERENCE_KEYS}"
+            )
+        rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no preference rows")
+        raise RecordError(path, None, "no preference rows")
     return Dataset.from_list(rows)
 
 
@@ -189,18 +209,20 @@ def train_dpo(config: DPOConfig) -> DPOResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m train dpo --config CONFIG.yaml [key=value ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m train dpo", description=__doc__.splitlines()[0])
+    """``python -m train dpo --config CONFIG.yaml [key=value ...]``; bad input is reported in one line naming
+    the file and line or the key, with exit status 2 (rank 0 checks the model and DeepSpeed config first)."""
+    prog = "python -m train dpo"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a YAML or JSON DPO config")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (YAML values)")
     args = parser.parse_args(argv)
-    try:
+    with report_input_errors(prog):
         config = load_config(DPOConfig, args.config, args.overrides)
-    except ConfigError as error:
-        parser.error(str(error))
-    with hold_run_directory(config.output_dir):
-        result = train_dpo(config)
+        if launch_rank() == 0:
+            check_model_and_deepspeed(config.model, config.deepspeed)
+        with hold_run_directory(config.output_dir):
+            result = train_dpo(config)
     if result.main_process:
         last: dict[str, Any] = next(
             (log for log in reversed(result.log_history) if "rewards/margins" in log), {}

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from train.errors import InputFileNotFound, TrainingInputError
+
 __all__ = [
     "FIELDS",
     "QACRecord",
@@ -56,7 +58,7 @@ class QACRecord(BaseModel):
         return value
 
 
-class RecordError(ValueError):
+class RecordError(TrainingInputError, ValueError):
     """A bad record: ``path``, its ``line`` (1-based for JSONL, an index otherwise) and ``reason``."""
 
     def __init__(self, path: str | Path, line: int | None, reason: str) -> None:
@@ -206,7 +208,7 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
     :class:`RecordError`; an unparsable JSONL line comes as a :class:`RecordError` in place of its row."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such data file: {path}")
+        raise InputFileNotFound(f"no such data file: {path}")
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz")):
         return _jsonl_rows(path)
@@ -230,14 +232,26 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 yield number, RecordError(path, number, f"invalid JSON: {error.msg}")
+            except UnicodeDecodeError as error:
+                yield number, RecordError(path, number, _not_utf8(error))
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
     with _open(path) as stream:
-        try:
-            data = json.load(stream)
-        except json.JSONDecodeError as error:
-            raise RecordError(path, None, f"invalid JSON at line {error.lineno}: {error.msg}") from None
+        text = stream.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RecordError(path, None, f"invalid JSON at line {error.lineno}: {error.msg}") from None
+    except UnicodeDecodeError as error:
+        line = text.count(b"\n", 0, error.start) + 1
+        raise RecordError(path, None, f"line {line}: {_not_utf8(error)}") from None
     if not isinstance(data, list):
         raise RecordError(path, None, f"expected a JSON list of records, got {type(data).__name__}")
     return enumerate(data)
+
+
+def _not_utf8(error: UnicodeDecodeError) -> str:
+    """Why text is not UTF-8: its first bad byte."""
+    byte = error.object[error.start : error.start + 1]
+    return f"not UTF-8 text: byte 0x{byte.hex()} ({error.reason})"

@@ -15,13 +15,15 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from train.errors import TrainingInputError
+
 __all__ = ["LOCK_FILE", "RunDirectoryInUse", "hold_run_directory", "launch_rank"]
 
 LOCK_FILE = "run.lock"
 """The lock file in ``output_dir``; it holds the holder's ``pid N on HOST``."""
 
 
-class RunDirectoryInUse(RuntimeError):
+class RunDirectoryInUse(TrainingInputError, RuntimeError):
     """A live run (another process) holds the output directory."""
 
 

@@ -19,17 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from train.batching import Phase
-from train.config import ConfigError, SFTConfig, config_to_dict, load_config
-from train.run_lock import hold_run_directory
+from train.cli import report_input_errors
+from train.config import ConfigError, SFTConfig, check_model_and_deepspeed, config_to_dict, load_config
+from train.run_lock import hold_run_directory, launch_rank
 
 __all__ = ["main", "parse_args", "load_records", "split_records", "apply_lora"]
 
 logger = logging.getLogger(__name__)
 
+PROG = "python -m train sft"
+
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTConfig, argparse.Namespace]:
-    """Parse ``--config``, ``--resume``, ``--export-checkpoint`` and ``key=value`` overrides."""
-    parser = argparse.ArgumentParser(prog="python -m train sft", description=__doc__.splitlines()[0])
+    """Parse ``--config``, ``--resume``, ``--export-checkpoint`` and ``key=value`` overrides.
+
+    Raises:
+        ConfigError: A bad config file or override, naming the key.
+    """
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="YAML or JSON config (train/configs/sft-aligner.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument(
@@ -40,23 +47,32 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTConfig, argparse.N
     parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # the launcher's
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lora.r=8")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(SFTConfig, args.config, args.overrides)
-    except ConfigError as exc:
-        parser.error(str(exc))
+    config = load_config(SFTConfig, args.config, args.overrides)
     if args.resume or args.export_checkpoint:
         config.resume = True
     return config, args
+
+
+def check_data_sources(config: SFTConfig) -> None:
+    """Check every data source spec, before any heavy work (no data is read).
+
+    Raises:
+        ConfigError: No sources, or a bad spec (naming it).
+    """
+    from train.builders import data_sources
+
+    if not config.data:
+        raise ConfigError(
+            "data: no data sources; set a list of them, e.g. data='[{kind: jsonl, path: qac.jsonl}]'"
+        )
+    data_sources(config.data)
 
 
 def load_records(config: SFTConfig) -> list[Any]:
     """Every record of the configured data sources, in order."""
     from train.builders import build_dataset
 
-    if not config.data:
-        raise ValueError(
-            "no data: set data to a list of sources, e.g. data='[{kind: jsonl, path: qac.jsonl}]'"
-        )
+    check_data_sources(config)
     return list(build_dataset(config.data))
 
 
@@ -88,13 +104,18 @@ def apply_lora(model: Any, config: SFTConfig) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run supervised fine-tuning; returns the process exit status.
 
-    Raises:
-        RunDirectoryInUse: A live run holds ``output_dir`` (rank 0 takes its lock before any heavy work).
+    Bad input fails before any heavy work: rank 0 checks the model path and the DeepSpeed config before the
+    data is read, and takes the run directory's lock (a live run there is refused). Bad input (config, data
+    record, paths) is reported in one line naming the file and line or the key, with exit status 2.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config, args = parse_args(argv)
-    with hold_run_directory(config.output_dir):
-        return _train(config, args)
+    with report_input_errors(PROG):
+        config, args = parse_args(argv)
+        check_data_sources(config)
+        if launch_rank() == 0:
+            check_model_and_deepspeed(config.model, config.deepspeed)
+        with hold_run_directory(config.output_dir):
+            return _train(config, args)
 
 
 def _train(config: SFTConfig, args: argparse.Namespace) -> int:

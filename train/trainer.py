@@ -32,7 +32,7 @@ from train.batching import (
     plan_epoch,
     plan_training,
 )
-from train.config import SFTConfig, config_to_dict
+from train.config import SFTConfig, config_to_dict, read_deepspeed_config
 
 __all__ = [
     "init_distributed",
@@ -99,10 +99,7 @@ def init_distributed() -> tuple[int, int]:
 def deepspeed_config(config: SFTConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed config: ``config.deepspeed`` (or plain ZeRO-0) with batch sizes, clipping, precision and
     the AdamW optimizer filled in from ``config`` (values the file sets to ``"auto"`` or leaves out)."""
-    path = config.deepspeed_path()
-    ds: dict[str, Any] = (
-        json.loads(path.read_text()) if path is not None else {"zero_optimization": {"stage": 0}}
-    )
+    ds = read_deepspeed_config(config.deepspeed) or {"zero_optimization": {"stage": 0}}
     filled = {
         "train_micro_batch_size_per_gpu": config.per_device_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
