@@ -267,7 +267,7 @@ async def test_invalid_requests_are_refused_before_any_event(engine: BatchingEng
         with pytest.raises(EngineValidationError) as caught:
             await anext(aiter(engine.stream(request)))
         messages.append(str(caught.value))
-    assert "must have less than 64 tokens" in messages[0]
+    assert "must have less than 64 tokens. Given: at least" in messages[0]  # refused without tokenizing
     assert "must be <= 256" in messages[1]
     assert "cannot be empty" in messages[2]
     assert "top_n_tokens" in messages[3]
@@ -277,6 +277,14 @@ async def test_invalid_requests_are_refused_before_any_event(engine: BatchingEng
     assert "`repetition_penalty` must be a finite number" in messages[6]
     assert "`seed` must be < 2**64" in messages[7]
     assert engine.in_flight == 0 and engine.stats.requests == 0
+
+
+async def test_without_max_new_tokens_the_engine_fills_what_fits(tiny: tuple[Any, Any]) -> None:
+    async with BatchingEngine(*tiny, model_id="tiny", max_input_tokens=16, max_total_tokens=24) as engine:
+        request = EngineRequest(PROMPTS[0], GenerationParams(max_new_tokens=1), default_max_new_tokens=True)
+        finish = await engine.generate(request)
+    assert finish.input_tokens + finish.generated_tokens == 24
+    assert finish.finish_reason == "length"
 
 
 def test_engine_refuses_settings_it_cannot_honour(tiny: tuple[Any, Any]) -> None:
@@ -438,10 +446,10 @@ async def test_a_prefill_takes_no_more_tokens_than_its_budget(tiny: tuple[Any, A
         )
 
 
-def test_tokenize_gives_ids_and_character_offsets(tiny: tuple[Any, Any]) -> None:
+async def test_tokenize_gives_ids_and_character_offsets(tiny: tuple[Any, Any]) -> None:
     engine = BatchingEngine(*tiny, model_id="tiny", max_input_tokens=64, max_total_tokens=256)
     text = "Edit the pair"
-    tokens = engine.tokenize(text)
+    tokens = await engine.tokenize(text)
     assert [t[0] for t in tokens] == tiny[1](text)["input_ids"]
     assert "".join(t[1] for t in tokens) == text
     assert all(text[start:stop] == piece for _, piece, start, stop in tokens)

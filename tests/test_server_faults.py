@@ -26,10 +26,10 @@ import uvicorn
 
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.models import load_model_and_tokenizer
-from langchain_aligner.server.app import create_app
+from langchain_aligner.server.app import DEFAULT_MAX_REQUEST_BYTES, create_app
 from langchain_aligner.server.engine import BatchingEngine, EngineGenerationError, EngineRequest
 from langchain_aligner.server.shutdown import LAST_WRITES_TIMEOUT, DrainingServer
-from tests.test_server_app import gated, serve_tiny, sse_events
+from tests.test_server_app import before_forward, gated, serve_tiny, sse_events
 from tests.test_server_engine import PROMPTS, collect, hold_decoding, reference, started, wait_until_queued
 
 
@@ -140,6 +140,93 @@ async def test_a_request_whose_sampling_fails_fails_alone(
     ] == expected
     assert (stats.finished, stats.failed) == (3, 1)
     assert engine.in_flight == 0
+
+
+# -- isolation: large inputs are tokenized once, off the event loop, or not at all ---------------------------
+
+
+def test_prompts_are_tokenized_once_and_off_the_event_loop(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serve_tiny(tiny_llama_dir) as (url, engine):
+        tokenizer_class, calls = type(engine.tokenizer), []
+        tokenize = tokenizer_class.__call__
+
+        def recorded(self: Any, text: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                calls.append((text, "event loop"))
+            except RuntimeError:
+                calls.append((text, "worker thread"))
+            return tokenize(self, text, *args, **kwargs)
+
+        monkeypatch.setattr(tokenizer_class, "__call__", recorded)
+        requests = [
+            ("/generate", {"inputs": "Edit one", "parameters": {"max_new_tokens": 2}}),
+            ("/generate", {"inputs": "Edit two"}),  # max_new_tokens: what fits, known once tokenized
+            ("/generate_stream", {"inputs": "Edit three", "parameters": {"max_new_tokens": 2}}),
+            ("/v1/completions", {"prompt": "Edit four", "max_tokens": 2}),
+            ("/v1/completions", {"prompt": "Edit five"}),
+            ("/v1/chat/completions", {**CHAT, "max_tokens": 2}),
+            ("/tokenize", {"inputs": "Edit six"}),
+        ]
+        answers = [httpx.post(f"{url}{route}", json=body, timeout=120) for route, body in requests]
+        monkeypatch.undo()
+    assert [a.status_code for a in answers] == [200] * len(requests)
+    assert answers[1].json()["generated_text"] is not None
+    assert len(calls) == len(requests)  # one tokenization per request
+    assert {place for _, place in calls} == {"worker thread"}
+
+
+def test_oversized_inputs_stall_neither_health_nor_a_running_stream(tiny_llama_dir: Path) -> None:
+    oversized = "Edit the answer. " * (600_000 // 17)
+    slow_decode = before_forward(lambda call: time.sleep(0.02) if call > 1 else None)  # a stream that lasts
+    with serve_tiny(
+        tiny_llama_dir, wrap_forward=slow_decode, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES
+    ) as (url, engine):
+        started = time.perf_counter()
+        engine.tokenizer(oversized)
+        tokenizing = time.perf_counter() - started  # what one of them costs the thread that tokenizes it
+        arrivals: list[float] = []
+
+        def read_stream() -> None:
+            body = {"inputs": "Edit the", "parameters": {"max_new_tokens": 120}}
+            with httpx.stream("POST", f"{url}/generate_stream", json=body, timeout=300) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        arrivals.append(time.perf_counter())
+
+        reader = threading.Thread(target=read_stream)
+        reader.start()
+        wait_until(lambda: len(arrivals) >= 2, "the stream runs")
+        refusals: list[httpx.Response] = []
+        senders = [
+            threading.Thread(
+                target=lambda: refusals.append(
+                    httpx.post(f"{url}/generate", json={"inputs": oversized}, timeout=300)
+                )
+            )
+            for _ in range(3)
+        ]
+        window_start = time.perf_counter()
+        for sender in senders:
+            sender.start()
+        health: list[float] = []
+        while any(sender.is_alive() for sender in senders) or not health:
+            asked = time.perf_counter()
+            assert httpx.get(f"{url}/health", timeout=300).status_code == 200
+            health.append(time.perf_counter() - asked)
+        for sender in senders:
+            sender.join()
+        window_end = time.perf_counter()
+        reader.join()
+    assert [r.status_code for r in refusals] == [422] * 3
+    assert arrivals[0] < window_start and arrivals[-1] > window_end  # the stream ran all along
+    pairs = zip(arrivals, arrivals[1:], strict=False)
+    gaps = [b - a for a, b in pairs if b > window_start and a < window_end]
+    # A loop that tokenized them would stall both for at least one tokenization each; ratios, not seconds.
+    assert max(health) / tokenizing < 0.5
+    assert max(gaps, default=0.0) / tokenizing < 0.5
 
 
 # -- abandoned work: a client that leaves frees its row ------------------------------------------------------

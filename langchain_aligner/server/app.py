@@ -36,7 +36,6 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from langchain_aligner.backends._stops import StopTrimmer, cut_at_stop
-from langchain_aligner.generation import GenerationParams
 from langchain_aligner.server.disconnect import CancelOnDisconnect
 from langchain_aligner.server.engine import (
     BatchingEngine,
@@ -316,27 +315,6 @@ def _usage(finish: FinishEvent) -> Usage:
     )
 
 
-class _LastToken:
-    """Tells whether a token ends its generation, by the engine's rules (TGI's): ``max_new_tokens`` reached,
-    an EOS token, or a stop sequence completed in the text. A stream can then send every token at once and
-    still put the last one in the same event as the finish details, as TGI does."""
-
-    def __init__(self, params: GenerationParams, eos_token_ids: frozenset[int]) -> None:
-        self.params, self.eos_token_ids = params, eos_token_ids
-        self.count, self.text = 0, ""
-        self.longest_stop = max((len(s) for s in params.stop), default=0)
-
-    def ends(self, token: TokenEvent) -> bool:
-        self.count += 1
-        if not token.special:
-            self.text += token.text
-        if self.count >= self.params.max_new_tokens or token.id in self.eos_token_ids:
-            return True
-        # A stop sequence completed by this token lies within its text plus the longest stop sequence.
-        tail = self.text[-(len(token.text) + self.longest_stop) :] if token.text else ""
-        return cut_at_stop(tail, self.params.stop) != tail
-
-
 class _Server:
     """The routes' shared state: the engine, metrics and the model's identity."""
 
@@ -360,11 +338,6 @@ class _Server:
 
     # -- running requests ----------------------------------------------------------------------------------
 
-    def default_max_new_tokens(self, prompt: str) -> int:
-        """TGI's default: whatever fits in ``max_total_tokens`` after the prompt (at least 1; the engine
-        refuses a prompt that is too long)."""
-        return max(1, self.engine.max_total_tokens - self.engine.count_tokens(prompt))
-
     @contextmanager
     def failures(self) -> Iterator[None]:
         """Turn what the engine raises into :class:`_Failure` and count it in the metrics."""
@@ -384,30 +357,27 @@ class _Server:
         self.metrics.finished(finish, started)
         return finish
 
-    async def stream(
-        self, request: EngineRequest
-    ) -> tuple[EngineRequest, TokenEvent | FinishEvent, Events, float]:
-        """Start streaming ``request``: the request, its first event (errors before it are raised as
-        :class:`_Failure`, so they get an HTTP status), the rest of the events and the start time."""
+    async def stream(self, request: EngineRequest) -> tuple[TokenEvent | FinishEvent, Events, float]:
+        """Start streaming ``request``: its first event (errors before it are raised as :class:`_Failure`,
+        so they get an HTTP status), the rest of the events and the start time."""
         started = time.perf_counter()
         self.metrics.received()
         events = aiter(self.engine.stream(request))
         with self.failures():
             first = await anext(events)
-        return request, first, events, started
+        return first, events, started
 
     async def events(
-        self, request: EngineRequest, first: TokenEvent | FinishEvent, events: Events, started: float
+        self, first: TokenEvent | FinishEvent, events: Events, started: float
     ) -> AsyncIterator[tuple[TokenEvent, FinishEvent | None]]:
-        """Yield each token as it comes, the last one paired with the finish event (TGI's last stream event
-        carries both), counting the request in the metrics. Closes the engine's stream when the client
-        goes away, which frees its row in the batch."""
-        last = _LastToken(request.params, self.engine.eos_token_ids)
+        """Yield each token as it comes, the last one (the engine marks it) paired with the finish event
+        (TGI's last stream event carries both), counting the request in the metrics. Closes the engine's
+        stream when the client goes away, which frees its row in the batch."""
         token: TokenEvent | FinishEvent | None = first
         try:
             with self.failures():
                 while isinstance(token, TokenEvent):
-                    if not last.ends(token):
+                    if not token.last:
                         yield token, None
                         token = await anext(events, None)
                         continue
@@ -431,9 +401,10 @@ class _Server:
         params = request.parameters
         return EngineRequest(
             prompt=request.inputs,
-            params=params.to_generation_params(self.default_max_new_tokens(request.inputs)),
+            params=params.to_generation_params(self.engine.max_total_tokens),
             decoder_input_details=params.decoder_input_details,
             top_n_tokens=params.top_n_tokens or 0,
+            default_max_new_tokens=params.max_new_tokens is None,  # the engine fits it after tokenizing
         )
 
     async def generate_response(self, request: GenerateRequest) -> GenerateResponse:
@@ -496,7 +467,9 @@ class _Server:
 
     def openai_request(self, prompt: str, request: CompletionRequest | ChatRequest) -> EngineRequest:
         return EngineRequest(
-            prompt=prompt, params=request.to_generation_params(self.default_max_new_tokens(prompt))
+            prompt=prompt,
+            params=request.to_generation_params(self.engine.max_total_tokens),
+            default_max_new_tokens=request.max_tokens is None,  # the engine fits it after tokenizing
         )
 
     def chat_prompt(self, request: ChatRequest) -> str:
@@ -705,7 +678,7 @@ def create_app(
         """The prompt's tokens (BOS included) with their character spans."""
         return [
             SimpleToken(id=i, text=text, start=start, stop=stop)
-            for i, text, start, stop in engine.tokenize(request.inputs)
+            for i, text, start, stop in await engine.tokenize(request.inputs)
         ]
 
     @api.post("/v1/completions", response_model=None)

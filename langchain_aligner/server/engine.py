@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import math
 import queue
 import random
@@ -38,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_aligner.backends._stops import cut_at_stop
@@ -71,12 +72,16 @@ class EngineRequest:
     ``prompt`` is tokenized by the engine with the tokenizer's special tokens (TGI's ``/generate`` adds BOS
     itself). ``decoder_input_details`` also returns the prompt tokens with their log-probabilities;
     ``top_n_tokens`` returns that many most likely alternatives for every generated token.
+    ``default_max_new_tokens`` means the client gave no ``max_new_tokens``: the engine then generates up to
+    what fits in ``max_total_tokens`` after the prompt (at least 1, TGI's default), not
+    ``params.max_new_tokens``.
     """
 
     prompt: str
     params: GenerationParams
     decoder_input_details: bool = False
     top_n_tokens: int = 0
+    default_max_new_tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,6 +296,8 @@ class BatchingEngine:
         self._keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._waiting: queue.Queue[_Sequence | None] = queue.Queue()
         self._live: set[_Sequence] = set()  # admitted, stream still open (event-loop side)
+        self._tokenizing = 0  # past the overload check, prompt being tokenized
+        self._max_token_bytes = _max_bytes_per_token(tokenizer)
         self._accepting = True
         self._idle: asyncio.Event | None = None  # set when the last live request ends, while draining
         self._worker: threading.Thread | None = None
@@ -371,7 +378,7 @@ class BatchingEngine:
         Raises :class:`EngineValidationError` or :class:`EngineOverloaded` at the first iteration, before
         any event. Closing the stream early frees the request's row in the batch.
         """
-        sequence = self._admit(request)
+        sequence = await self._admit(request)
         try:
             while True:
                 event = await sequence.events.get()
@@ -398,9 +405,11 @@ class BatchingEngine:
         """Number of tokens of ``text``, special tokens included, as the engine would tokenize a prompt."""
         return len(self.tokenizer(text)["input_ids"])
 
-    def tokenize(self, text: str) -> list[tuple[int, str, int, int]]:
-        """``(id, text, start, stop)`` of every token of ``text``; offsets are character positions."""
-        encoding = self.tokenizer(text, return_offsets_mapping=True)
+    async def tokenize(self, text: str) -> list[tuple[int, str, int, int]]:
+        """``(id, text, start, stop)`` of every token of ``text``; offsets are character positions.
+
+        Tokenizes in a worker thread: a long text does not hold up the event loop."""
+        encoding = await asyncio.to_thread(self.tokenizer, text, return_offsets_mapping=True)
         return [
             (int(i), text[start:stop], int(start), int(stop))
             for i, (start, stop) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True)
@@ -408,15 +417,23 @@ class BatchingEngine:
 
     # -- admission (event-loop thread) -----------------------------------------------------------------------
 
-    def _admit(self, request: EngineRequest) -> _Sequence:
-        if not self._accepting:
-            raise EngineUnavailable("Server is shutting down: no new requests are accepted")
-        input_ids = self._validate(request)
-        if len(self._live) >= self.max_concurrent_requests:
+    async def _admit(self, request: EngineRequest) -> _Sequence:
+        """Check ``request`` and queue it. TGI's order: the checks that need no tokens, the overload limit,
+        then the prompt is tokenized once, in a worker thread, and its length checked."""
+        self._check_accepting()
+        self._check_before_tokenizing(request)
+        if len(self._live) + self._tokenizing >= self.max_concurrent_requests:
             self._count(rejected=1)
             raise EngineOverloaded(
                 f"Model is overloaded: more than {self.max_concurrent_requests} requests in flight"
             )
+        self._tokenizing += 1
+        try:
+            input_ids = await asyncio.to_thread(self._encode, request.prompt)
+        finally:
+            self._tokenizing -= 1
+        self._check_accepting()
+        request = self._fit(request, input_ids)
         params = request.params
         seed = None
         if params.do_sample:  # TGI reports the seed it sampled with, drawn when none was given
@@ -427,7 +444,12 @@ class BatchingEngine:
         self._waiting.put(sequence)
         return sequence
 
-    def _validate(self, request: EngineRequest) -> list[int]:
+    def _check_accepting(self) -> None:
+        if not self._accepting:
+            raise EngineUnavailable("Server is shutting down: no new requests are accepted")
+
+    def _check_before_tokenizing(self, request: EngineRequest) -> None:
+        """The checks that need no tokens, including a prompt too long for any tokenization of it."""
         if not request.prompt:
             raise EngineValidationError("Input validation error: `inputs` cannot be empty")
         if not 0 <= request.top_n_tokens <= MAX_TOP_N_TOKENS:
@@ -436,12 +458,29 @@ class BatchingEngine:
                 f"Given: {request.top_n_tokens}"
             )
         _validate_sampling(request.params)
-        input_ids = [int(i) for i in self.tokenizer(request.prompt)["input_ids"]]
+        # Every character is at least one byte, and one token covers at most _max_token_bytes bytes.
+        if self._max_token_bytes and len(request.prompt) > self.max_input_tokens * self._max_token_bytes:
+            fewest = -(-len(request.prompt) // self._max_token_bytes)
+            raise EngineValidationError(
+                f"Input validation error: `inputs` must have less than {self.max_input_tokens} tokens. "
+                f"Given: at least {fewest}"
+            )
+
+    def _encode(self, prompt: str) -> list[int]:
+        """The prompt's token ids (special tokens included); runs in a worker thread."""
+        return [int(i) for i in self.tokenizer(prompt)["input_ids"]]
+
+    def _fit(self, request: EngineRequest, input_ids: list[int]) -> EngineRequest:
+        """Check the prompt's length and its room for new tokens; resolve ``default_max_new_tokens``."""
         if len(input_ids) > self.max_input_tokens:
             raise EngineValidationError(
                 f"Input validation error: `inputs` must have less than {self.max_input_tokens} tokens. "
                 f"Given: {len(input_ids)}"
             )
+        if request.default_max_new_tokens:
+            fitting = max(1, self.max_total_tokens - len(input_ids))
+            params = request.params.model_copy(update={"max_new_tokens": fitting})
+            return replace(request, params=params, default_max_new_tokens=False)
         new_tokens = request.params.max_new_tokens
         if len(input_ids) + new_tokens > self.max_total_tokens:
             raise EngineValidationError(
@@ -449,7 +488,7 @@ class BatchingEngine:
                 f"{self.max_total_tokens}. Given: {len(input_ids)} `inputs` tokens and {new_tokens} "
                 "`max_new_tokens`"
             )
-        return input_ids
+        return request
 
     # -- the worker thread -----------------------------------------------------------------------------------
 
@@ -775,3 +814,26 @@ def _validate_sampling(params: GenerationParams) -> None:
             )
     if params.seed is not None and params.seed >= 2**64:
         raise EngineValidationError(f"Input validation error: `seed` must be < 2**64. Given: {params.seed}")
+
+
+def _max_bytes_per_token(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The most bytes of text one token can stand for, when that bounds a text's token count from below.
+
+    A byte-level BPE tokenizer without a normalizer covers every byte of its input with tokens of at most
+    this many bytes (its longest vocabulary entry or added token), so a text of ``n`` characters has at least
+    ``n / max`` tokens. ``None`` for tokenizers where text can vanish before the model sees it (normalizers,
+    pre-tokenizers that drop whitespace): their prompts are always tokenized.
+    """
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    keeps_every_byte = any(step.get("type") == "ByteLevel" for step in steps) and all(
+        step.get("type") in ("ByteLevel", "Digits", "Punctuation")
+        or (step.get("type") == "Split" and step.get("behavior") != "Removed")
+        for step in steps
+    )
+    model = spec.get("model") or {}
+    if spec.get("normalizer") is not None or not keeps_every_byte or model.get("type") != "BPE":
+        return None
+    added = [len(token["content"].encode()) for token in spec.get("added_tokens", [])]
+    return max([len(entry) for entry in model["vocab"]] + added)
