@@ -1,6 +1,7 @@
-"""``python -m tests.halting_train STEP sft ...``: ``python -m train sft ...`` whose ranks stop and wait,
-never to train again, once the checkpoint of step ``STEP`` is saved on every rank; the test that launched it
-then kills the run there, at a known point (a resume test must resume a run that was really interrupted)."""
+"""``python -m tests.halting_train STEP {sft,dpo} ...``: ``python -m train sft ...`` (or ``dpo``) whose ranks
+stop and wait, never to train again, once the checkpoint of step ``STEP`` is saved on every rank; the test
+that launched it then kills the run there, at a known point (a resume test must resume a run that was really
+interrupted)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,24 @@ from train.__main__ import main
 from train.trainer import SFTTrainer
 
 
-def halt_after(step: int) -> None:
-    """Make :meth:`SFTTrainer.save_checkpoint` wait forever once it has saved the checkpoint of ``step``."""
-    save = SFTTrainer.save_checkpoint
+def halt_after(step: int, command: str = "sft") -> None:
+    """Make the checkpoint save of ``command``'s trainer (:meth:`SFTTrainer.save_checkpoint`, or TRL's and
+    transformers' ``Trainer._save_checkpoint`` for ``dpo``) wait forever once it has saved step ``step``."""
+    from transformers import Trainer
 
-    def save_then_halt(self: SFTTrainer, *args: Any, **kwargs: Any) -> None:
+    trainer, name = (SFTTrainer, "save_checkpoint") if command == "sft" else (Trainer, "_save_checkpoint")
+    save = getattr(trainer, name)
+
+    def save_then_halt(self: Any, *args: Any, **kwargs: Any) -> None:
         save(self, *args, **kwargs)
-        if self.step == step:
+        if (self.step if command == "sft" else self.state.global_step) == step:
             threading.Event().wait()
 
-    SFTTrainer.save_checkpoint = save_then_halt  # type: ignore[method-assign]
+    setattr(trainer, name, save_then_halt)
 
 
 if __name__ == "__main__":
     # The DeepSpeed launcher may put --local_rank=N first; `train`'s entry point takes it anywhere.
     args = [a for a in sys.argv[1:] if not a.startswith("--local_rank=")]
-    halt_after(int(args[0]))
+    halt_after(int(args[0]), args[1])
     sys.exit(main([*(a for a in sys.argv[1:] if a.startswith("--local_rank=")), *args[1:]]))

@@ -1,20 +1,27 @@
-"""``python -m train dpo``: real TRL DPO jobs on a tiny Llama, DeepSpeed ZeRO-3 on 2 CPU ranks and alone."""
+"""``python -m train dpo``: real TRL DPO jobs on a tiny Llama, DeepSpeed ZeRO-3 on 2 CPU ranks and alone; the
+README's command as written; a killed and resumed run ends as an uninterrupted one."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from langchain_aligner.models import is_exported_model, load_model_and_tokenizer
 from train.config import CONFIG_DIR, ConfigError, load_config
-from train.dpo import DPOConfig, load_preference_dataset, main, train_dpo
+from train.dpo import DPOConfig, last_checkpoint, load_preference_dataset, main
 from train.preference import Correction, build_preference_data
 
 TINY_CONFIG = CONFIG_DIR / "dpo-tiny.yaml"
@@ -144,8 +151,6 @@ def test_bad_configs_and_data_are_refused(
         load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=nope.json"]).deepspeed_file()
     with_deepspeed = load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=ds_zero2.json"])
     assert with_deepspeed.deepspeed_file() == CONFIG_DIR / "ds_zero2.json"
-    with pytest.raises(ConfigError, match="needs the DeepSpeed launcher"):
-        train_dpo(with_deepspeed)
 
     with pytest.raises(ValueError, match=r"sft\.jsonl:1: missing field\(s\) \['chosen', 'rejected'\]"):
         load_preference_dataset(preference_dir / "sft.jsonl")
@@ -154,3 +159,93 @@ def test_bad_configs_and_data_are_refused(
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="no preference rows"):
         load_preference_dataset(tmp_path / "empty.jsonl")
+
+
+@pytest.fixture(scope="module")
+def chat_llama_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with a chat template in its tokenizer, as an upstream (chat) model has."""
+    from transformers import AutoTokenizer
+
+    target = tmp_path_factory.mktemp("chat-llama")
+    shutil.copytree(tiny_llama_dir, target, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    tokenizer.chat_template = load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d"]).chat_template
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.mark.slow
+def test_the_readme_dpo_command_runs_as_written(
+    chat_llama_dir: Path, preference_dir: Path, tmp_path: Path
+) -> None:
+    readme = " ".join((REPO / "README.md").read_text().split())
+    written = re.search(r"`python -m train dpo (--config \S+) model=\S+ data=\S+`", readme)
+    assert written is not None, "the README's DPO command"
+    config = written.group(1).split()  # --config train/configs/dpo-upstream.yaml: ZeRO-3, bf16, no launcher
+    output_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "train", "dpo", *config]
+    command += [f"model={chat_llama_dir}", f"data={preference_dir}", f"output_dir={output_dir}"]
+    if not torch.cuda.is_available():
+        assert "on a machine without a GPU add `precision=fp32`" in readme
+        refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert refused.returncode == 2 and refused.stderr.splitlines() == [
+            "python -m train dpo: error: precision=bf16 with deepspeed=ds_zero3.json needs a GPU "
+            "(transformers trains bf16 on a CPU only without DeepSpeed): set precision=fp32 or deepspeed=null"
+        ]
+        command.append("precision=fp32")
+    result = run(command)
+    assert json.loads(result.stdout.strip().splitlines()[-1])["export_dir"] == str(output_dir / "model")
+    assert is_exported_model(output_dir / "model") and logged(output_dir, "train_loss")  # one step, no "loss"
+
+
+DPO_RESUME = (
+    "deepspeed=ds_zero2.json",  # a world of one without the launcher
+    "lora={r: 4, alpha: 8, dropout: 0.2, target_modules: [q_proj, v_proj]}",  # dropout draws from the RNG
+    "learning_rate=1e-2",
+    "save_steps=3",
+    "save_total_limit=null",
+)
+
+
+def dpo_command(module: list[str], model: Path, data: Path, output_dir: Path) -> list[str]:
+    settings = [f"model={model}", f"data={data}", f"output_dir={output_dir}", *DPO_RESUME]
+    return [sys.executable, "-m", *module, "dpo", "--config", str(TINY_CONFIG), *settings]
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_dpo_run_matches_uninterrupted_run(
+    tiny_llama_dir: Path, preference_dir: Path, tmp_path: Path
+) -> None:
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    run(dpo_command(["train"], tiny_llama_dir, preference_dir, reference))
+    # Ranks that halt after checkpoint 3 (tests/halting_train.py), killed there: really interrupted.
+    halting = dpo_command(["tests.halting_train", "3"], tiny_llama_dir, preference_dir, interrupted)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    process = subprocess.Popen(
+        halting, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while process.poll() is None and last_checkpoint(interrupted) is None:
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run ended before it was killed"
+    assert last_checkpoint(interrupted) == interrupted / "checkpoint-3"
+    assert not (interrupted / "final").exists() and not (interrupted / "model").exists()
+    run([*dpo_command(["train"], tiny_llama_dir, preference_dir, interrupted), "--resume"])
+
+    steps = {}
+    for output_dir in (reference, interrupted):
+        history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+        steps[output_dir] = {entry["step"]: entry for entry in history if "loss" in entry}
+    assert sorted(steps[reference]) == sorted(steps[interrupted]) == list(range(1, 9))
+    for step, entry in steps[reference].items():
+        for key in ("loss", "rewards/margins", "learning_rate"):
+            assert steps[interrupted][step][key] == pytest.approx(entry[key], rel=1e-3, abs=1e-6), (step, key)
+    final, resumed = (load_file(d / "model" / "model.safetensors") for d in (reference, interrupted))
+    assert final.keys() == resumed.keys()
+    assert all(torch.allclose(final[k], resumed[k], atol=1e-4) for k in final)

@@ -1,7 +1,9 @@
 """DPO of the upstream model on (correction > original answer) pairs, with TRL's ``DPOTrainer`` and DeepSpeed.
 
-``python -m train dpo --config train/configs/dpo-upstream.yaml model=/models/upstream data=pairs.jsonl``;
-with the DeepSpeed launcher: ``deepspeed --num_gpus N --no_local_rank --module train dpo --config ...``.
+``python -m train dpo --config train/configs/dpo-upstream.yaml model=/models/upstream data=pairs.jsonl``
+(one process; DeepSpeed, if configured, in a world of one); with the DeepSpeed launcher: ``deepspeed
+--num_gpus N --no_local_rank --module train dpo --config ...``. ``--resume`` continues an interrupted run from
+its last complete checkpoint.
 
 The data is the ``preference.jsonl`` that :mod:`train.preference` writes (TRL's preference format,
 conversational or standard). Training ends with the model exported by
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel
 
-__all__ = ["DPOConfig", "DPOResult", "load_preference_dataset", "main", "train_dpo"]
+__all__ = ["DPOConfig", "DPOResult", "last_checkpoint", "load_preference_dataset", "main", "train_dpo"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ class DPOConfig:
     save_total_limit: int | None = 2
     logging_steps: int = 10
     tensorboard: bool = False
+    resume: bool = False
+    """Continue from the last complete checkpoint in ``output_dir`` (``checkpoint-N``): the same data order,
+    optimizer, scheduler and RNG states; a fresh start when there is none."""
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -166,19 +171,18 @@ def load_preference_dataset(path: str | Path) -> Dataset:
 def train_dpo(config: DPOConfig) -> DPOResult:
     """Train ``config.model`` on ``config.data`` with TRL's ``DPOTrainer``, then export it.
 
-    With ``config.deepspeed`` set, every rank runs this under the DeepSpeed launcher.
+    With ``config.deepspeed`` set, every rank runs this under the DeepSpeed launcher, or a single process runs
+    it as a world of one. With ``config.resume``, training continues from :func:`last_checkpoint`.
     """
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
     from trl import DPOTrainer
 
-    from train.trainer import silence_known_warnings
+    from train.trainer import silence_known_warnings, standalone_world
 
     silence_known_warnings()
-    if config.deepspeed is not None and "LOCAL_RANK" not in os.environ:
-        raise ConfigError(
-            f"deepspeed={config.deepspeed} needs the DeepSpeed launcher: deepspeed --num_gpus N "
-            "--no_local_rank --module train dpo --config ...; or run without DeepSpeed: deepspeed=null"
-        )
+    if config.deepspeed is not None:
+        _check_deepspeed_precision(config)
+        standalone_world()  # DeepSpeed without its launcher: a world of one, as `python -m train sft` runs
     dataset = load_preference_dataset(config.data)
     model, tokenizer = load_model_and_tokenizer(config.model)
     if config.chat_template is not None:
@@ -190,7 +194,10 @@ def train_dpo(config: DPOConfig) -> DPOResult:
         processing_class=tokenizer,
         peft_config=config.lora.to_peft() if config.lora is not None else None,
     )
-    trainer.train()
+    checkpoint = last_checkpoint(config.output_dir) if config.resume else None
+    if checkpoint is not None:
+        logger.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
     trainer.save_state()
     # save_model gathers ZeRO-3 shards (stage3_gather_16bit_weights_on_model_save); every rank must call it.
     final_dir = Path(config.output_dir) / "final"
@@ -208,17 +215,37 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     return DPOResult(export_dir, main_process, list(trainer.state.log_history))
 
 
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The last complete ``checkpoint-N`` in ``output_dir``: its ``trainer_state.json``, written after the
+    weights, optimizer and RNG states, is there and whole. ``None`` if there is none. A checkpoint cut short
+    by a kill is passed over."""
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    def complete(path: Path) -> bool:
+        try:
+            json.loads((path / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return path.name.split("-")[-1].isdigit()
+
+    checkpoints = [path for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if complete(path)]
+    return max(checkpoints, key=lambda path: int(path.name.split("-")[-1]), default=None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m train dpo --config CONFIG.yaml [key=value ...]``; bad input is reported in one line naming
     the file and line or the key, with exit status 2 (rank 0 checks the model and DeepSpeed config first)."""
     prog = "python -m train dpo"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a YAML or JSON DPO config")
+    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (YAML values)")
     args = parser.parse_args(argv)
     with report_input_errors(prog):
         config = load_config(DPOConfig, args.config, args.overrides)
+        config.resume = config.resume or args.resume
         if launch_rank() == 0:
             check_model_and_deepspeed(config.model, config.deepspeed)
         with hold_run_directory(config.output_dir):
@@ -260,6 +287,19 @@ def _trl_config(config: DPOConfig) -> Any:
         report_to=["tensorboard"] if config.tensorboard else "none",
         seed=config.seed,
     )
+
+
+def _check_deepspeed_precision(config: DPOConfig) -> None:
+    """transformers trains bf16 or fp16 on a CPU only without DeepSpeed (its CPU mode turns DeepSpeed off):
+    refuse that mix up front, naming the keys, rather than deep inside ``TrainingArguments``."""
+    import torch
+
+    if config.precision != "fp32" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"precision={config.precision} with deepspeed={config.deepspeed} needs a GPU (transformers "
+            f"trains {config.precision} on a CPU only without DeepSpeed): set precision=fp32 or "
+            "deepspeed=null"
+        )
 
 
 def _configure_cpu_deepspeed(deepspeed: Path | None) -> bool:

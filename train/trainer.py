@@ -36,6 +36,7 @@ from train.config import SFTConfig, config_to_dict, read_deepspeed_config
 
 __all__ = [
     "init_distributed",
+    "standalone_world",
     "silence_known_warnings",
     "deepspeed_config",
     "SFTTrainer",
@@ -76,6 +77,18 @@ def silence_known_warnings() -> None:
     )
 
 
+def standalone_world() -> None:
+    """Outside a launcher (no ``RANK`` in the environment), describe a world of one process on 127.0.0.1 (a
+    free port) in the environment, where ``torch.distributed``, DeepSpeed and accelerate read it."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+
+
 def init_distributed() -> tuple[int, int]:
     """Initialise ``torch.distributed`` through DeepSpeed and return ``(rank, world_size)``.
 
@@ -86,12 +99,7 @@ def init_distributed() -> tuple[int, int]:
     import deepspeed
 
     silence_known_warnings()
-    if "RANK" not in os.environ:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(port))
+    standalone_world()
     deepspeed.init_distributed()
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
