@@ -16,11 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import uvicorn
 
@@ -229,6 +231,23 @@ def test_oversized_inputs_stall_neither_health_nor_a_running_stream(tiny_llama_d
     assert max(gaps, default=0.0) / tokenizing < 0.5
 
 
+def test_rejected_oversized_inputs_leave_the_servers_memory_flat(tiny_llama_dir: Path) -> None:
+    oversized = {"inputs": "Edit the answer. " * (1_900_000 // 17)}  # the issue's size, under the 2 MB limit
+    soak = 8
+    with serve_command(tiny_llama_dir) as (url, process), httpx.Client(base_url=url, timeout=300) as client:
+
+        def rejected() -> bool:
+            return client.post("/generate", json=oversized).status_code == 422
+
+        server = psutil.Process(process.pid)
+        assert all(rejected() for _ in range(3))  # warm-up: the allocator's pools settle
+        before = server.memory_info().rss
+        assert all(rejected() for _ in range(soak))
+        grown = server.memory_info().rss - before
+    # Each such input used to keep about 15 times its size (25-30 MB); allow half its size each, on average.
+    assert grown < soak * len(oversized["inputs"]) / 2
+
+
 # -- abandoned work: a client that leaves frees its row ------------------------------------------------------
 
 CHAT = {"messages": [{"role": "user", "content": "Edit the"}]}
@@ -403,37 +422,37 @@ def test_requests_still_running_at_the_graceful_timeout_end_with_an_error(
     assert reraised == [signal.SIGTERM]
 
 
-def test_serve_drains_its_streams_on_sigterm(tiny_llama_dir: Path) -> None:
-    """``serve`` end to end: a stream running at SIGTERM ends with its last event, then the server exits."""
+@contextmanager
+def serve_command(tiny_llama_dir: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run ``langchain-aligner serve`` on the tiny model (64 input / 256 total tokens); yield its URL and
+    process once it is healthy. The process is killed on the way out if it still runs."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     script = Path(sys.executable).parent / "langchain-aligner"  # the installed console script
-    command = [str(script), "--log-level", "WARNING", "serve", "--model", str(tiny_llama_dir)]
-    command += ["--port", str(port), "--max-input-tokens", "64", "--max-total-tokens", "256"]
-    command += ["--max-batch-prefill-tokens", "256", "--graceful-timeout", "300"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url, body = (
-        f"http://127.0.0.1:{port}",
-        {"inputs": "Edit", "parameters": {"max_new_tokens": 200, "details": True}},
+    command = [
+        str(script),
+        "--log-level",
+        "WARNING",
+        "serve",
+        "--model",
+        str(tiny_llama_dir),
+        "--port",
+        str(port),
+    ]
+    command += ["--max-input-tokens", "64", "--max-total-tokens", "256", "--max-batch-prefill-tokens", "256"]
+    process = subprocess.Popen(
+        [*command, *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: process.poll() is not None or _healthy(url), "the server answers", bound_s=300)
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        with httpx.Client(base_url=url, timeout=120) as client:
-            with client.stream("POST", "/generate_stream", json=body) as stream:
-                lines = stream.iter_lines()
-                first = next(line for line in lines if line.startswith("data:"))
-                process.send_signal(signal.SIGTERM)  # while the stream runs (200 tokens)
-                rest = [line for line in lines if line.startswith("data:")]
-        process.wait(timeout=300)
+        yield url, process
     finally:
         if process.poll() is None:
             process.kill()
-    events = [json.loads(line[5:]) for line in [first, *rest]]
-    assert events[-1]["details"]["generated_tokens"] == 200  # not cut after a token or two
-    assert [e["index"] for e in events] == list(range(1, 201))
-    assert process.returncode == -signal.SIGTERM
+            process.wait()
 
 
 def _healthy(url: str) -> bool:
@@ -441,3 +460,20 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/health").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_serve_drains_its_streams_on_sigterm(tiny_llama_dir: Path) -> None:
+    """``serve`` end to end: a stream running at SIGTERM ends with its last event, then the server exits."""
+    body = {"inputs": "Edit", "parameters": {"max_new_tokens": 200, "details": True}}
+    with serve_command(tiny_llama_dir, "--graceful-timeout", "300") as (url, process):
+        with httpx.Client(base_url=url, timeout=120) as client:
+            with client.stream("POST", "/generate_stream", json=body) as stream:
+                lines = stream.iter_lines()
+                first = next(line for line in lines if line.startswith("data:"))
+                process.send_signal(signal.SIGTERM)  # while the stream runs (200 tokens)
+                rest = [line for line in lines if line.startswith("data:")]
+        process.wait(timeout=300)
+    events = [json.loads(line[5:]) for line in [first, *rest]]
+    assert events[-1]["details"]["generated_tokens"] == 200  # not cut after a token or two
+    assert [e["index"] for e in events] == list(range(1, 201))
+    assert process.returncode == -signal.SIGTERM

@@ -346,7 +346,10 @@ class _Server:
         except Exception as error:
             failure = _failure(error)
             self.metrics.failed(failure)
-            raise failure from error
+            try:
+                raise failure from error
+            finally:  # the traceback holds this frame: without this, frame and failure form a cycle that
+                del failure  # keeps the request (its prompt, its tokens) alive until a full GC runs
 
     async def generate(self, request: EngineRequest) -> FinishEvent:
         """Run ``request`` to the end, counting it in the metrics; engine errors become :class:`_Failure`."""
