@@ -148,9 +148,9 @@ def test_bad_configs_and_data_are_refused(
     with pytest.raises(ConfigError, match="precision"):
         load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "precision=fp8"])
     with pytest.raises(ConfigError, match="deepspeed config not found"):
-        load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=nope.json"]).deepspeed_file()
+        load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=nope.json"]).deepspeed_path()
     with_deepspeed = load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=ds_zero2.json"])
-    assert with_deepspeed.deepspeed_file() == CONFIG_DIR / "ds_zero2.json"
+    assert with_deepspeed.deepspeed_path() == CONFIG_DIR / "ds_zero2.json"
 
     with pytest.raises(ValueError, match=r"sft\.jsonl:1: missing field\(s\) \['chosen', 'rejected'\]"):
         load_preference_dataset(preference_dir / "sft.jsonl")

@@ -21,8 +21,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langchain_aligner import quality
-from train.config import ConfigError, validation_summary
-from train.errors import InputFileNotFound
+from train.errors import ConfigError, InputFileNotFound, validation_summary
 from train.records import QACRecord, RecordError, Records, parse_rows, read_records, read_rows
 
 __all__ = [

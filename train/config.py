@@ -1,36 +1,44 @@
 """Training configuration: dataclasses read from a YAML/JSON file plus ``key=value`` command-line overrides.
 
-:func:`load_config` is generic (SFT and DPO both use it); :class:`SFTConfig` holds the supervised fine-tuning
-settings with the paper's defaults (Ji et al., 2024, appendix: lr 2e-5, 3 epochs, max length 2048, cosine
-schedule with 3% warm-up, AdamW betas (0.9, 0.95), no weight decay).
+:class:`TrainingConfig` holds what every training run shares (model, optimisation, DeepSpeed and LoRA,
+output), as TRL's configs share ``TrainingArguments``; :class:`SFTConfig` adds supervised fine-tuning's keys,
+with the paper's defaults (Ji et al., 2024, appendix: lr 2e-5, 3 epochs, max length 2048, cosine schedule
+with 3% warm-up, AdamW betas (0.9, 0.95), no weight decay); ``train.dpo.DPOConfig`` adds DPO's. Each field's
+``metadata`` holds its ``help`` and, where the values are a fixed set, its ``choices``: ``--help`` lists
+every key from them (:func:`config_help`). :func:`load_config` validates values with pydantic: a wrong type
+names the key, the expected type and the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
+import re
+import textwrap
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from train.errors import TrainingInputError
+from train.errors import ConfigError, validation_summary
 
 __all__ = [
     "ConfigError",
     "LoRAConfig",
+    "TrainingConfig",
     "SFTConfig",
     "load_config",
+    "config_help",
     "config_to_dict",
+    "inherited",
     "resolve_deepspeed_config",
     "read_deepspeed_config",
     "check_model_and_deepspeed",
-    "validation_summary",
+    "check_values",
     "CONFIG_DIR",
 ]
 
@@ -50,25 +58,30 @@ PRECISIONS = ("bf16", "fp16", "fp32", "bf16-autocast")
 autocast."""
 
 
-class ConfigError(TrainingInputError, ValueError):
-    """A config file or override is malformed: unknown key, wrong type or out-of-range value."""
-
-
 @dataclass
 class LoRAConfig:
     """LoRA adapter settings (``peft.LoraConfig``); the base model stays frozen."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    __pydantic_config__ = ConfigDict(extra="forbid")  # how load_config validates it: unknown keys refused
+
+    r: int = field(default=16, metadata={"help": "rank of the adapter's matrices"})
+    alpha: int = field(
+        default=32, metadata={"help": "scale: the adapter's update is multiplied by alpha / r"}
+    )
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter's input, in [0, 1)"})
     target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "the linear layers that get an adapter, by module name"},
     )
 
     def __post_init__(self) -> None:
-        _check(self.r > 0, "lora.r must be positive")
-        _check(0.0 <= self.dropout < 1.0, "lora.dropout must be in [0, 1)")
-        _check(bool(self.target_modules), "lora.target_modules must not be empty")
+        check_values(
+            {
+                "lora.r must be positive": self.r > 0,
+                "lora.dropout must be in [0, 1)": 0.0 <= self.dropout < 1.0,
+                "lora.target_modules must not be empty": bool(self.target_modules),
+            }
+        )
 
     def to_peft(self) -> Any:
         """These settings as a ``peft.LoraConfig`` for a causal LM."""
@@ -84,7 +97,124 @@ class LoRAConfig:
 
 
 @dataclass
-class SFTConfig:
+class TrainingConfig:
+    """The settings every training run shares: the model, optimisation, DeepSpeed and LoRA, output.
+
+    The defaults are SFT's (the paper's); a subclass sets its own with :func:`inherited`.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # how load_config validates it: unknown keys refused
+
+    # Model
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "a Hugging Face model directory or a .gguf file; null: the embedded "
+            "SmolLM2-135M-Instruct base (SFT; DPO needs a model)"
+        },
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "a Jinja chat template that replaces the tokenizer's (base models have none); saved "
+            "with the export"
+        },
+    )
+
+    # Optimisation
+    num_epochs: int = field(default=3, metadata={"help": "passes over the training data"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "stop after this many optimizer steps; null: num_epochs in full"}
+    )
+    learning_rate: float = field(default=2e-5, metadata={"help": "peak learning rate (AdamW)"})
+    lr_scheduler: str = field(
+        default="cosine",
+        metadata={"help": "learning rate schedule after the linear warm-up", "choices": SCHEDULERS},
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata={"help": "share of the steps in linear warm-up, in [0, 1)"}
+    )
+    per_device_batch_size: int = field(default=4, metadata={"help": "records per rank and micro-batch"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations in the backward pass: less memory, slower"}
+    )
+    precision: str = field(
+        default="bf16",
+        metadata={
+            "help": "DeepSpeed's bf16/fp16 mixed precision, plain fp32, or bf16-autocast (SFT only): fp32 "
+            "weights, forward passes autocast to bf16, the fastest on CPUs with native bf16",
+            "choices": PRECISIONS,
+        },
+    )
+
+    # DeepSpeed and LoRA
+    deepspeed: str | None = field(
+        default="ds_zero3.json",
+        metadata={
+            "help": "a DeepSpeed JSON config: a path or a file in train/configs/ (ds_zero2.json, "
+            "ds_zero3.json, ds_zero3_offload.json); its 'auto' entries are filled from this config; "
+            "null: none"
+        },
+    )
+    lora: LoRAConfig | None = field(
+        default=None,
+        metadata={"help": "LoRA adapter settings, e.g. {r: 16, alpha: 32}; null: train all weights"},
+    )
+
+    # Output
+    output_dir: str = field(default="runs/sft", metadata={"help": "checkpoints, logs and the export"})
+    save_steps: int = field(default=500, metadata={"help": "save a checkpoint every this many steps"})
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "keep at most this many checkpoints (the oldest go); null: keep all"}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "log the loss every this many steps"})
+    tensorboard: bool = field(
+        default=False, metadata={"help": "also log to TensorBoard (output_dir/tensorboard)"}
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "continue from the last checkpoint in output_dir, with the same data order"},
+    )
+    seed: int = field(
+        default=42, metadata={"help": "seed of the data order, held-out split, LoRA init, dropout"}
+    )
+
+    def __post_init__(self) -> None:
+        for key in dataclasses.fields(self):
+            choices = key.metadata.get("choices")
+            value = getattr(self, key.name)
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{key.name} must be one of {', '.join(choices)}; got {value!r}")
+        check_values(
+            {
+                "num_epochs must be positive": self.num_epochs > 0,
+                "max_steps must be positive": self.max_steps is None or self.max_steps > 0,
+                "learning_rate must be positive": self.learning_rate > 0,
+                "warmup_ratio must be in [0, 1)": 0.0 <= self.warmup_ratio < 1.0,
+                "per_device_batch_size must be positive": self.per_device_batch_size > 0,
+                "gradient_accumulation_steps must be positive": self.gradient_accumulation_steps > 0,
+                "save_steps must be positive": self.save_steps > 0,
+                "logging_steps must be positive": self.logging_steps > 0,
+                "save_total_limit must be positive": self.save_total_limit is None
+                or self.save_total_limit > 0,
+            }
+        )
+
+    def deepspeed_path(self) -> Path | None:
+        """The DeepSpeed config file: ``deepspeed`` as a path, else as a name in ``train/configs/``."""
+        return resolve_deepspeed_config(self.deepspeed)
+
+
+def inherited(name: str, default: Any) -> Any:
+    """A subclass's own ``default`` for :class:`TrainingConfig`'s field ``name``, keeping its help and
+    choices."""
+    metadata = {key.name: key.metadata for key in dataclasses.fields(TrainingConfig)}[name]
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class SFTConfig(TrainingConfig):
     """Supervised fine-tuning on question-answer-correction records: of an Aligner (``task="aligner"``) or of
     the upstream model on the corrections (``task="upstream"``).
 
@@ -92,110 +222,77 @@ class SFTConfig:
     (``train/configs/sft-upstream.yaml``: the upstream mode).
     """
 
-    task: str = "aligner"
-    """``"aligner"``: prompt = the Aligner template of question and answer. ``"upstream"``: prompt = the
-    tokenizer's chat template of the question alone (the answer is not used); the target is the correction
-    either way."""
-
-    # Model and data
-    model: str | None = None
-    """A Hugging Face model directory or a ``.gguf`` file; ``None``: the embedded SmolLM2-135M-Instruct base
-    (without the ``aligner-tiny`` adapter)."""
-    data: list[dict[str, Any]] = field(default_factory=list)
-    """Data sources, each a ``train.builders.DataSource`` spec, e.g. ``{kind: jsonl, path: data.jsonl}``."""
-    template: str = "aligner-v1"
-    """Prompt template name (``langchain_aligner.templates.TEMPLATES``) or a custom text (task=aligner)."""
-    chat_template: str | None = None
-    """A Jinja chat template that replaces the tokenizer's (``task="upstream"`` needs one; base models have
-    none); it is saved with the exported model."""
-    max_length: int = 2048
-    identity_warmup_share: float = 0.0
-    """Share of records trained first, for one epoch, as Q-A-A (the answer copied as its own correction); the
-    paper found ~0.2 best. 0 turns the warm-up phase off."""
-    eval_share: float = 0.0
-    """Share of records held out (fixed by ``seed``) and scored after each epoch; 0 holds none out."""
-    eval_each_epoch: bool = True
-    """Score the held-out records (mean token loss) after each epoch; off, they are only held out."""
-    max_records: int | None = None
-    """Use at most this many training records (taken after the seeded shuffle); ``None`` uses all."""
-
-    # Optimisation
-    num_epochs: int = 3
-    max_steps: int | None = None
-    """Stop after this many optimizer steps (a budget); ``None`` trains ``num_epochs`` in full."""
-    learning_rate: float = 2e-5
-    lr_scheduler: str = "cosine"
-    """``"cosine"``, ``"linear"`` or ``"constant"``, each after a linear warm-up."""
-    warmup_ratio: float = 0.03
-    adam_betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    per_device_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = False
-    precision: str = "bf16"
-    """``"bf16"``, ``"fp16"``, ``"fp32"`` (DeepSpeed's mixed precision or none) or ``"bf16-autocast"``: fp32
-    weights and optimizer, forward passes under ``torch.autocast`` in bf16. On CPUs with native bf16
-    (avx512_bf16) ``bf16-autocast`` is the fastest setting measured (train/README.md); DeepSpeed's bf16 mode
-    is meant for GPUs."""
-    group_by_length: bool = True
-    """Batch records of similar length together (in seeded mega-batches) so padding does not dominate."""
-    pad_to_multiple_of: int | None = None
-    """Pad each batch to a multiple of this many tokens (few distinct shapes; on CPUs oneDNN compiles and keeps
-    kernels per shape, so varied widths cost time and memory); ``None`` pads to the longest record."""
-
-    # DeepSpeed and LoRA
-    deepspeed: str | None = "ds_zero3.json"
-    """A DeepSpeed JSON config: a path, or a file name in ``train/configs/`` (``ds_zero2.json``,
-    ``ds_zero3.json``, ``ds_zero3_offload.json``). Batch sizes, optimizer, scheduler and precision are filled
-    in from this config."""
-    lora: LoRAConfig | None = None
-    """LoRA settings; ``None`` trains all weights."""
-
-    # Output
-    output_dir: str = "runs/sft"
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    """Keep at most this many checkpoints (the oldest are deleted); ``None`` keeps all."""
-    logging_steps: int = 10
-    tensorboard: bool = False
-    resume: bool = False
-    """Continue from the last checkpoint in ``output_dir`` with the same data order."""
-    seed: int = 42
+    task: str = field(
+        default="aligner",
+        metadata={
+            "help": "aligner: prompt = the Aligner template of question and answer; upstream: prompt = the "
+            "tokenizer's chat template of the question alone; the target is the correction either way",
+            "choices": TASKS,
+        },
+    )
+    data: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={"help": "data sources (train.builders.DataSource), e.g. [{kind: jsonl, path: qac.jsonl}]"},
+    )
+    template: str = field(
+        default="aligner-v1",
+        metadata={
+            "help": "prompt template: a name in langchain_aligner.templates.TEMPLATES or a custom text"
+        },
+    )
+    max_length: int = field(
+        default=2048, metadata={"help": "tokens of prompt and correction; longer are cut"}
+    )
+    identity_warmup_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of records trained first, for one epoch, as Q-A-A (the answer as its own "
+            "correction); the paper found ~0.2 best; 0: no warm-up"
+        },
+    )
+    eval_share: float = field(
+        default=0.0, metadata={"help": "share of records held out (drawn with seed), scored after each epoch"}
+    )
+    eval_each_epoch: bool = field(
+        default=True,
+        metadata={"help": "score the held-out records after each epoch; off: only hold them out"},
+    )
+    max_records: int | None = field(
+        default=None, metadata={"help": "train on at most this many records (after the seeded shuffle)"}
+    )
+    adam_betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={"help": "AdamW's betas"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW's weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "clip gradients to this norm"})
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "batch records of similar length together (in seeded mega-batches): less padding"},
+    )
+    pad_to_multiple_of: int | None = field(
+        default=None,
+        metadata={
+            "help": "pad each batch to a multiple of this many tokens (few distinct shapes: on CPUs oneDNN "
+            "compiles and keeps kernels per shape); null: pad to the longest record"
+        },
+    )
 
     def __post_init__(self) -> None:
-        checks = {
-            f"task must be one of {', '.join(TASKS)}": self.task in TASKS,
-            "identity_warmup_share must be 0 for task=upstream (the warm-up copies the answer)": (
-                self.task != "upstream" or self.identity_warmup_share == 0.0
-            ),
-            "max_length must be positive": self.max_length > 0,
-            "identity_warmup_share must be in [0, 1)": 0.0 <= self.identity_warmup_share < 1.0,
-            "eval_share must be in [0, 1)": 0.0 <= self.eval_share < 1.0,
-            "max_records must be positive": self.max_records is None or self.max_records > 0,
-            "num_epochs must be positive": self.num_epochs > 0,
-            "max_steps must be positive": self.max_steps is None or self.max_steps > 0,
-            "pad_to_multiple_of must be positive": (
-                self.pad_to_multiple_of is None or self.pad_to_multiple_of > 0
-            ),
-            "learning_rate must be positive": self.learning_rate > 0,
-            "lr_scheduler must be cosine, linear or constant": self.lr_scheduler in SCHEDULERS,
-            "warmup_ratio must be in [0, 1)": 0.0 <= self.warmup_ratio < 1.0,
-            "adam_betas must be two values in [0, 1)": all(0 <= b < 1 for b in self.adam_betas),
-            "weight_decay must be >= 0": self.weight_decay >= 0,
-            "per_device_batch_size must be positive": self.per_device_batch_size > 0,
-            "gradient_accumulation_steps must be positive": self.gradient_accumulation_steps > 0,
-            "precision must be 'bf16', 'fp16', 'fp32' or 'bf16-autocast'": self.precision in PRECISIONS,
-            "save_steps must be positive": self.save_steps > 0,
-            "logging_steps must be positive": self.logging_steps > 0,
-            "save_total_limit must be positive": self.save_total_limit is None or self.save_total_limit > 0,
-        }
-        for message, ok in checks.items():
-            _check(ok, message)
-
-    def deepspeed_path(self) -> Path | None:
-        """The DeepSpeed config file: ``deepspeed`` as a path, else as a name in ``train/configs/``."""
-        return resolve_deepspeed_config(self.deepspeed)
+        super().__post_init__()
+        check_values(
+            {
+                "identity_warmup_share must be 0 for task=upstream (the warm-up copies the answer)": (
+                    self.task != "upstream" or self.identity_warmup_share == 0.0
+                ),
+                "max_length must be positive": self.max_length > 0,
+                "identity_warmup_share must be in [0, 1)": 0.0 <= self.identity_warmup_share < 1.0,
+                "eval_share must be in [0, 1)": 0.0 <= self.eval_share < 1.0,
+                "max_records must be positive": self.max_records is None or self.max_records > 0,
+                "pad_to_multiple_of must be positive": (
+                    self.pad_to_multiple_of is None or self.pad_to_multiple_of > 0
+                ),
+                "adam_betas must be two values in [0, 1)": all(0 <= b < 1 for b in self.adam_betas),
+                "weight_decay must be >= 0": self.weight_decay >= 0,
+            }
+        )
 
 
 def resolve_deepspeed_config(name: str | None) -> Path | None:
@@ -245,26 +342,17 @@ def check_model_and_deepspeed(model: str | Path | None, deepspeed: str | None) -
     read_deepspeed_config(deepspeed)
 
 
-def validation_summary(error: ValidationError) -> str:
-    """A pydantic validation error in one line: ``location: message (got value)`` for each problem,
-    ``; ``-separated."""
-    problems = []
-    for problem in error.errors():
-        text = problem["msg"].removeprefix("Value error, ")
-        value = problem.get("input")
-        if problem["type"] != "missing" and not isinstance(value, (dict, list)):
-            text += f" (got {value!r})"
-        location = ".".join(str(part) for part in problem["loc"])
-        problems.append(f"{location}: {text}" if location else text)
-    return "; ".join(problems)
-
-
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build the dataclass ``cls`` from a YAML or JSON file, then apply ``key=value`` overrides.
+    """Build the config dataclass ``cls`` from a YAML or JSON file, then apply ``key=value`` overrides.
 
     Override values are parsed as YAML (``lr=1e-4`` is a float, ``lora=null`` is ``None``,
-    ``adam_betas=[0.9,0.99]`` a list); nested fields use dots (``lora.r=8``). Unknown keys, wrong types and
-    out-of-range values raise :class:`ConfigError` naming the key.
+    ``adam_betas=[0.9,0.99]`` a list); nested fields use dots (``lora.r=8``). The values are validated by
+    pydantic against the dataclass's types, strictly (``1`` is no ``bool``, ``"3"`` no ``int``; an ``int``
+    is a ``float``), then by its own checks.
+
+    Raises:
+        ConfigError: One line: an unknown key, or the key, the expected type and the value that does not
+            fit, or an out-of-range value.
     """
     values: dict[str, Any] = {}
     if path is not None:
@@ -274,21 +362,72 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_YAMLLoader) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: bad value: {exc}") from exc
+            raise ConfigError(f"override {item!r}: bad value: {' '.join(str(exc).split())}") from None
         _set_dotted(values, key.strip().split("."), value)
-    return _build(cls, values, prefix="")
+    known = [key.name for key in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
+    try:
+        # JSON mode: strict types, yet a list is a tuple and a mapping a nested dataclass, as in the file.
+        return TypeAdapter(cls).validate_json(json.dumps(values, default=str), strict=True)
+    except ValidationError as error:
+        raise ConfigError(validation_summary(error)) from None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as plain JSON-serialisable data (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    return TypeAdapter(type(config)).dump_python(config, mode="json")
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
+def config_help(cls: type) -> str:
+    """Every key of the config dataclass ``cls`` (nested ones as ``lora.r``) with its meaning, its allowed
+    values and its default, for ``--help``."""
+    lines = ["config keys (in the --config file, or key=value; defaults in brackets):"]
+    hints = typing.get_type_hints(cls)
+    for key in dataclasses.fields(cls):
+        lines += _key_help(key, "")
+        nested = [t for t in typing.get_args(hints[key.name]) if dataclasses.is_dataclass(t)]
+        for inner in dataclasses.fields(nested[0]) if nested else ():
+            lines += _key_help(inner, f"{key.name}.")
+    return "\n".join(lines)
+
+
+def _key_help(key: dataclasses.Field[Any], prefix: str) -> list[str]:
+    default = key.default_factory() if key.default_factory is not dataclasses.MISSING else key.default
+    text = key.metadata.get("help", "")
+    if "choices" in key.metadata:
+        text += f" (one of: {', '.join(key.metadata['choices'])})"
+    head = f"  {prefix}{key.name} [{json.dumps(default)}]"
+    return textwrap.wrap(
+        text,
+        width=108,
+        initial_indent=f"{head}: ",
+        subsequent_indent=" " * 6,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def check_values(checks: dict[str, bool]) -> None:
+    """Raise :class:`ConfigError` with the message of the first check that fails."""
+    for message, ok in checks.items():
+        if not ok:
+            raise ConfigError(message)
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``2e-5`` (an exponent, no dot) as a float, as YAML 1.2 does;
+    PyYAML's YAML 1.1 rules read it as a string."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -301,7 +440,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         line = raw.count(b"\n", 0, error.start) + 1
         raise ConfigError(f"{path}:{line}: not UTF-8 text ({error.reason})") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_YAMLLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot parse: {' '.join(str(exc).split())}") from None
     if data is None:
@@ -318,64 +457,3 @@ def _set_dotted(values: dict[str, Any], keys: list[str], value: Any) -> None:
             child = values[key] = {}
         values = child
     values[keys[-1]] = value
-
-
-def _build(cls: type[T], values: Mapping[str, Any], prefix: str) -> T:
-    if not isinstance(values, Mapping):
-        where = prefix.rstrip(".") or "config"
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; known: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in values.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{prefix}{exc}" if prefix else str(exc)) from None
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against the type ``hint`` (the few shapes configs use), converting where lossless."""
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {hint}")
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, {} if value is None else value, prefix=key + ".")  # type: ignore[arg-type]
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        args = typing.get_args(hint)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-            pairs = enumerate(zip(value, args, strict=True))
-            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in pairs)
-        item = args[0] if args else Any
-        return origin(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads "2e-5" (no dot) as a string
-        except ValueError:
-            pass
-    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
-    return value

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 from langchain_aligner.models import export_model, load_model_and_tokenizer
 from train.cli import report_input_errors
 from train.config import (
-    ConfigError,
-    LoRAConfig,
+    TrainingConfig,
     check_model_and_deepspeed,
+    check_values,
+    config_help,
+    inherited,
     load_config,
-    resolve_deepspeed_config,
 )
-from train.errors import InputFileNotFound
+from train.errors import ConfigError, InputFileNotFound
 from train.records import RecordError, read_rows
 from train.run_lock import hold_run_directory, launch_rank
 
@@ -43,87 +44,73 @@ __all__ = ["DPOConfig", "DPOResult", "last_checkpoint", "load_preference_dataset
 logger = logging.getLogger(__name__)
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+PRECISIONS = ("bf16", "fp16", "fp32")
 EXPORT_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 """The exported model keeps the training precision."""
 
 
 @dataclass
-class DPOConfig:
-    """Preference tuning of an upstream model; ``train/configs/dpo-upstream.yaml`` spells out the defaults."""
+class DPOConfig(TrainingConfig):
+    """Preference tuning of an upstream model: :class:`~train.config.TrainingConfig`'s keys (with DPO's
+    defaults) and DPO's own; ``train/configs/dpo-upstream.yaml`` spells out the defaults. With LoRA the
+    reference is the base without the adapter."""
 
-    # Model and data
-    model: str = ""
-    """The upstream model: a Hugging Face model directory or a ``.gguf`` file."""
-    data: str = ""
-    """A preference JSONL file, or a directory holding ``preference.jsonl`` (see :mod:`train.preference`)."""
-    chat_template: str | None = None
-    """A Jinja chat template that replaces the tokenizer's (base models have none; conversational data needs
-    one). It is saved with the exported model."""
-    max_length: int | None = 1024
-    """Prompt plus answer tokens; longer pairs are cut at the end. ``None``: no limit."""
+    num_epochs: int = inherited("num_epochs", 1)
+    learning_rate: float = inherited("learning_rate", 5e-7)
+    warmup_ratio: float = inherited("warmup_ratio", 0.1)
+    per_device_batch_size: int = inherited("per_device_batch_size", 2)
+    gradient_accumulation_steps: int = inherited("gradient_accumulation_steps", 8)
+    gradient_checkpointing: bool = inherited("gradient_checkpointing", True)
+    precision: str = field(
+        default="bf16",
+        metadata={
+            "help": "DeepSpeed's (or torch's) bf16/fp16 mixed precision, or plain fp32",
+            "choices": PRECISIONS,
+        },
+    )
+    output_dir: str = inherited("output_dir", "runs/dpo-upstream")
+    lr_scheduler: str = field(
+        default="cosine",
+        metadata={
+            "help": "learning rate schedule after the linear warm-up: a transformers scheduler name "
+            "(cosine, linear, constant, cosine_with_restarts, ...)"
+        },
+    )
 
-    # DPO
-    beta: float = 0.1
-    """Strength of the pull towards the reference (the model before training); higher: smaller steps."""
-    loss_type: str = "sigmoid"
-    """TRL's loss (``"sigmoid"``: the DPO paper's, ``"ipo"``, ``"hinge"``, ...)."""
-
-    # Optimisation
-    num_epochs: int = 1
-    max_steps: int | None = None
-    """Stop after this many optimizer steps; ``None`` trains ``num_epochs`` in full."""
-    learning_rate: float = 5e-7
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    per_device_batch_size: int = 2
-    gradient_accumulation_steps: int = 8
-    gradient_checkpointing: bool = True
-    precision: str = "bf16"
-    """``"bf16"``, ``"fp16"`` or ``"fp32"``."""
-
-    # DeepSpeed and LoRA
-    deepspeed: str | None = "ds_zero3.json"
-    """A DeepSpeed JSON config: a path, or a file name in ``train/configs/``; ``None``: no DeepSpeed."""
-    lora: LoRAConfig | None = None
-    """LoRA settings; ``None`` trains all weights. With LoRA the reference is the base without the adapter."""
-
-    # Output
-    output_dir: str = "runs/dpo-upstream"
-    """Checkpoints, ``trainer_state.json`` (TRL's logged losses and rewards) and, by default, the export."""
-    export_dir: str | None = None
-    """Where the trained model is exported; ``None``: ``<output_dir>/model``."""
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    logging_steps: int = 10
-    tensorboard: bool = False
-    resume: bool = False
-    """Continue from the last complete checkpoint in ``output_dir`` (``checkpoint-N``): the same data order,
-    optimizer, scheduler and RNG states; a fresh start when there is none."""
-    seed: int = 42
+    data: str = field(
+        default="",
+        metadata={
+            "help": "a preference JSONL file, or a directory holding preference.jsonl (train.preference)"
+        },
+    )
+    max_length: int | None = field(
+        default=1024,
+        metadata={"help": "prompt plus answer tokens; longer pairs are cut at the end; null: no limit"},
+    )
+    beta: float = field(
+        default=0.1,
+        metadata={
+            "help": "strength of the pull towards the reference (the model before training); higher: "
+            "smaller steps"
+        },
+    )
+    loss_type: str = field(
+        default="sigmoid", metadata={"help": "TRL's DPO loss (sigmoid: the DPO paper's; ipo, hinge, ...)"}
+    )
+    export_dir: str | None = field(
+        default=None, metadata={"help": "where the trained model is exported; null: <output_dir>/model"}
+    )
 
     def __post_init__(self) -> None:
-        checks = {
-            "model is required (a model directory or .gguf file)": bool(self.model),
-            "data is required (a preference JSONL file or its directory)": bool(self.data),
-            "max_length must be positive": self.max_length is None or self.max_length > 0,
-            "beta must be positive": self.beta > 0,
-            "num_epochs must be positive": self.num_epochs > 0,
-            "max_steps must be positive": self.max_steps is None or self.max_steps > 0,
-            "learning_rate must be positive": self.learning_rate > 0,
-            "warmup_ratio must be in [0, 1)": 0.0 <= self.warmup_ratio < 1.0,
-            "per_device_batch_size must be positive": self.per_device_batch_size > 0,
-            "gradient_accumulation_steps must be positive": self.gradient_accumulation_steps > 0,
-            "precision must be 'bf16', 'fp16' or 'fp32'": self.precision in ("bf16", "fp16", "fp32"),
-            "save_steps must be positive": self.save_steps > 0,
-            "logging_steps must be positive": self.logging_steps > 0,
-        }
-        for message, ok in checks.items():
-            if not ok:
-                raise ConfigError(message)
-
-    def deepspeed_file(self) -> Path | None:
-        """The DeepSpeed config: ``deepspeed`` as a path, else as a file name in ``train/configs/``."""
-        return resolve_deepspeed_config(self.deepspeed)
+        super().__post_init__()
+        check_values(
+            {
+                "model is required (a model directory or .gguf file)": bool(self.model),
+                "data is required (a preference JSONL file or its directory)": bool(self.data),
+                "max_length must be positive": self.max_length is None or self.max_length > 0,
+                "beta must be positive": self.beta > 0,
+            }
+        )
 
 
 @dataclass
@@ -237,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m train dpo --config CONFIG.yaml [key=value ...]``; bad input is reported in one line naming
     the file and line or the key, with exit status 2 (rank 0 checks the model and DeepSpeed config first)."""
     prog = "python -m train dpo"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.splitlines()[0],
+        epilog=config_help(DPOConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", required=True, help="a YAML or JSON DPO config")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
@@ -262,7 +254,7 @@ def _trl_config(config: DPOConfig) -> Any:
     import torch
     from trl import DPOConfig as TRLDPOConfig
 
-    deepspeed = config.deepspeed_file()
+    deepspeed = config.deepspeed_path()
     return TRLDPOConfig(
         output_dir=config.output_dir,
         beta=config.beta,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["InputFileNotFound", "TrainingInputError"]
+from pydantic import ValidationError
+
+__all__ = ["ConfigError", "InputFileNotFound", "TrainingInputError", "validation_summary"]
 
 
 class TrainingInputError(Exception):
@@ -12,3 +14,23 @@ class TrainingInputError(Exception):
 
 class InputFileNotFound(TrainingInputError, FileNotFoundError):
     """A file or directory the run reads (data, model, DeepSpeed config) does not exist."""
+
+
+class ConfigError(TrainingInputError, ValueError):
+    """A config file or override is malformed: unknown key, wrong type or out-of-range value."""
+
+
+def validation_summary(error: ValidationError) -> str:
+    """A pydantic validation error in one line: ``key: message (got value)`` for each problem, ``; ``
+    between them; the key as a config names it (``lora.r``, ``data[0].kind``)."""
+    problems = []
+    for problem in error.errors():
+        text = problem["msg"].removeprefix("Value error, ")
+        value = problem.get("input")
+        if problem["type"] != "missing" and not isinstance(value, (dict, list)):
+            text += f" (got {value!r})"
+        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"])
+        key = key.removeprefix(".")
+        # A check of our own names its key already ("lora.dropout must be ..."): no second prefix.
+        problems.append(f"{key}: {text}" if key and not text.startswith(key) else text)
+    return "; ".join(problems)

@@ -20,7 +20,14 @@ from typing import Any
 
 from train.batching import Phase
 from train.cli import report_input_errors
-from train.config import ConfigError, SFTConfig, check_model_and_deepspeed, config_to_dict, load_config
+from train.config import (
+    ConfigError,
+    SFTConfig,
+    check_model_and_deepspeed,
+    config_help,
+    config_to_dict,
+    load_config,
+)
 from train.run_lock import hold_run_directory, launch_rank
 
 __all__ = ["main", "parse_args", "load_records", "split_records", "apply_lora"]
@@ -36,7 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTConfig, argparse.N
     Raises:
         ConfigError: A bad config file or override, naming the key.
     """
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        epilog=config_help(SFTConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", type=Path, help="YAML or JSON config (train/configs/sft-aligner.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument(
