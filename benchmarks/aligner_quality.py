@@ -177,17 +177,18 @@ def load_heldout(mix: str, data_dir: Path) -> Mapping[str, Sequence[Any]]:
 
 def read_records_file(path: Path) -> dict[str, list[Any]]:
     """A JSONL file of ``{"category", "question", "answer", "correction"}`` lines, by category."""
-    from train.records import QACRecord
+    from langchain_aligner.records import RecordError, parse_rows, read_rows
 
+    rows, categories = [], []
+    for position, row in read_rows(path):
+        category = row.pop("category", None) if isinstance(row, dict) else None
+        if not isinstance(row, RecordError) and category not in CATEGORIES:
+            raise RecordError(path, position, f"category must be one of {CATEGORIES}, got {category!r}")
+        rows.append((position, row))
+        categories.append(category)
     records: dict[str, list[Any]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        category = row.pop("category", None)
-        if category not in CATEGORIES:
-            raise ValueError(f"{path}:{number}: category must be one of {CATEGORIES}, got {category!r}")
-        records.setdefault(category, []).append(QACRecord(**row))
+    for category, record in zip(categories, parse_rows(rows, path), strict=True):
+        records.setdefault(category, []).append(record)
     return records
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from langchain_aligner import AlignerRunnable, GenerationParams
-from langchain_aligner.evaluation.records import ALPACA_EVAL_FIELDS, EvalRecord, load_records
+from langchain_aligner.evaluation.records import EvalRecord, load_records, parse_field_map
 from langchain_aligner.evaluation.reference import ReferenceMetrics, reference_metrics
 from langchain_aligner.evaluation.runner import Evaluation
 
@@ -47,7 +47,7 @@ def load(data_dir: Path) -> dict[str, list[EvalRecord]]:
     """Records per upstream model: question, answer, and Aligner-2B's correction as the reference."""
     loaded = {}
     for name, file_name in FILES.items():
-        records = load_records(data_dir / file_name, ALPACA_EVAL_FIELDS)
+        records = load_records(data_dir / file_name, parse_field_map("alpaca_eval"))
         loaded[name] = [r.model_copy(update={"id": f"{file_name.split('_')[1]}-{r.id}"}) for r in records]
     return loaded
 

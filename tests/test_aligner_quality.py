@@ -242,7 +242,7 @@ def test_git_extraction_writes_the_committed_adapter_files(tmp_path: Path) -> No
 
 
 def test_sampling_is_seeded_capped_and_keeps_the_data_order() -> None:
-    from train.records import QACRecord
+    from langchain_aligner.records import QACRecord
 
     records = {
         "helpful": [QACRecord(question=f"q{i}", answer=f"a{i}", correction=f"c{i}") for i in range(30)],

@@ -12,8 +12,9 @@ from types import ModuleType
 import pytest
 
 from langchain_aligner.models import is_exported_model, load_model_and_tokenizer
+from langchain_aligner.records import read_objects
 from tests.fake_servers import FakeServer
-from train.preference import read_corrections, read_jsonl
+from train.preference import read_corrections
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "bootstrap" / "run.py"
 QUESTIONS = 3
@@ -36,7 +37,7 @@ def test_the_loop_writes_every_stage(tiny_llama_dir: Path, tgi_server: FakeServe
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
     questions = load_example().QUESTIONS[:QUESTIONS]
-    answers = read_jsonl(work / "01_answers.jsonl")
+    answers = read_objects(work / "01_answers.jsonl")
     assert [row["question"] for row in answers] == questions
     corrections = read_corrections(work / "02_corrections.jsonl")
     assert [c.answer for c in corrections] == [row["answer"] for row in answers]
@@ -45,9 +46,9 @@ def test_the_loop_writes_every_stage(tiny_llama_dir: Path, tgi_server: FakeServe
 
     counts = json.loads((work / "03_data" / "counts.json").read_text())
     assert counts["total"] == QUESTIONS and counts["kept"] == QUESTIONS  # every fake correction differs
-    preference = read_jsonl(work / "03_data" / "preference.jsonl")
+    preference = read_objects(work / "03_data" / "preference.jsonl")
     assert [row["chosen"][0]["content"] for row in preference] == [c.correction for c in corrections]
-    assert len(read_jsonl(work / "03_data" / "sft.jsonl")) == counts["sft"] == QUESTIONS
+    assert len(read_objects(work / "03_data" / "sft.jsonl")) == counts["sft"] == QUESTIONS
 
     state = json.loads((work / "04_dpo" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
@@ -57,7 +58,7 @@ def test_the_loop_writes_every_stage(tiny_llama_dir: Path, tgi_server: FakeServe
     assert tokenizer.chat_template  # the DPO config's template went with the export
     assert model.config.num_hidden_layers == 2
 
-    after = read_jsonl(work / "05_answers_after.jsonl")
+    after = read_objects(work / "05_answers_after.jsonl")
     assert [row["question"] for row in after] == questions
     assert [row["before"] for row in after] == [row["answer"] for row in answers]
     summary = json.loads((work / "summary.json").read_text())

@@ -9,6 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from langchain_aligner import AlignerRunnable
+from langchain_aligner.records import QACRecord, read_records, write_jsonl
 from tests.fake_servers import FakeServer, fake_aligner_reply
 from train.preference import (
     Correction,
@@ -16,9 +17,7 @@ from train.preference import (
     build_preference_data,
     correct_answers,
     read_corrections,
-    write_jsonl,
 )
-from train.records import QACRecord, read_records
 
 TRIPLES = [
     Correction("Is bleach safe to mix?", "Mix it with anything.", "Never mix bleach with ammonia."),
@@ -127,14 +126,14 @@ def test_files_are_written_whole_and_read_back(tmp_path: Path) -> None:
         "qac.jsonl",
         "sft.jsonl",
     ]
-    # The Q-A-C records are what `python -m train sft` reads (train.records).
+    # The Q-A-C records are what `python -m train sft` reads (langchain_aligner.records).
     corrections = [r.correction for r in read_records(paths["qac"])]
     assert corrections == ["Never mix bleach with ammonia.", "Paris.", "Hello there"]
 
     write_jsonl(TRIPLES, tmp_path / "corrections.jsonl")
     assert read_corrections(tmp_path / "corrections.jsonl") == TRIPLES
     (tmp_path / "bad.jsonl").write_text('{"question": "q"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="bad.jsonl: row 1"):
+    with pytest.raises(ValueError, match="bad.jsonl:1: not a correction record"):
         read_corrections(tmp_path / "bad.jsonl")
 
 

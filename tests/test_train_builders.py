@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from langchain_aligner.records import QACRecord, RecordError
 from train.builders import (
     DataSource,
     build_dataset,
@@ -21,7 +22,6 @@ from train.builders import (
     from_json_records,
     from_pku_saferlhf,
 )
-from train.records import QACRecord, RecordError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from train import dpo, sft
+from train.builders import DataSource
 from train.config import (
     CONFIG_DIR,
     ConfigError,
@@ -64,14 +65,17 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
             "per_device_batch_size=8",
             "lora.alpha=16",
             "adam_betas=[0.9, 0.99]",
-            "data=[{kind: jsonl, path: a}]",
+            "data=[{kind: jsonl, path: a.jsonl}, {kind: hub, name: x/y, builder: hh_rlhf}]",
         ],
     )
     assert config.learning_rate == 1e-4
     assert config.per_device_batch_size == 8
     assert config.lora == LoRAConfig(r=4, alpha=16)
     assert config.adam_betas == (0.9, 0.99)
-    assert config.data == [{"kind": "jsonl", "path": "a"}]
+    assert config.data == [
+        DataSource(kind="jsonl", path="a.jsonl"),
+        DataSource(kind="hub", name="x/y", builder="hh_rlhf"),
+    ]
 
 
 def test_json_file_and_nested_override_creates_lora(tmp_path: Path) -> None:
@@ -105,7 +109,13 @@ def test_int_is_accepted_for_a_float_and_round_trips() -> None:
         (["identity_warmup_share=1.5"], "identity_warmup_share"),
         (["lora.dropout=2"], "lora.dropout"),
         (["no_equals_sign"], "not key=value"),
-        (["data=[1]"], "data[0]: Input should be"),
+        (["data=[1]"], "data[0]: Input should be an object (got 1)"),
+        (["data=[{kind: csv, path: qac.csv}]"], "data[0].kind: Input should be 'jsonl', 'json', 'parquet'"),
+        (["data=[{kind: jsonl, path: qac.csv}]"], "data[0]: a jsonl source needs a .jsonl or .jsonl.gz file"),
+        (
+            ["data=[{kind: jsonl, path: a.jsonl, limit: '3'}]"],
+            "data[0].limit: Input should be a valid integer",
+        ),
     ],
 )
 def test_bad_overrides_are_named(overrides: list[str], message: str) -> None:

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from train.records import QACRecord, RecordError, identity_warmup, read_records, write_records
+from langchain_aligner.records import QACRecord, RecordError, read_records, write_records
+from train.sft import identity_warmup
 
 ROWS = [
     {"question": "How do I boil an egg?", "answer": "Just boil it.", "correction": "Boil it for 8 minutes."},
@@ -95,7 +96,7 @@ def test_skip_keeps_every_good_record_and_logs_bad_ones(
         json.dumps(ROWS[2]),
     ]
     path = _write_jsonl(tmp_path / "mixed.jsonl.gz", lines)
-    with caplog.at_level(logging.WARNING, logger="train.records"):
+    with caplog.at_level(logging.WARNING, logger="langchain_aligner.records"):
         records = read_records(path, on_error="skip")
     assert records == _records()
     assert [(e.line, e.reason.split(":")[0]) for e in records.skipped] == [

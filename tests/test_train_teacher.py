@@ -21,7 +21,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
 from pydantic import Field
 
-from train.records import QACRecord, read_records
+from langchain_aligner.records import QACRecord, read_records
 from train.teacher import agenerate_corrections, generate_corrections, pair_key
 
 PAIRS = [(f"Question {i}?", f"Answer {i}.") for i in range(12)]

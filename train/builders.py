@@ -1,9 +1,10 @@
 """Dataset builders: Q-A-C records from local files, preference datasets and hub datasets.
 
-Each builder returns :class:`train.records.Records` (a ``list[QACRecord]`` whose ``skipped`` lists every input
-row that was left out, with its position and reason). ``on_error="raise"`` (the default for plain Q-A-C
-files) stops at the first bad row; the preference builders default to ``"skip"``: those datasets hold pairs
-that make no correction (identical responses, diverging dialogues), which are dropped and counted.
+Each builder returns :class:`langchain_aligner.records.Records` (a ``list[QACRecord]`` whose ``skipped``
+lists every input row that was left out, with its position and reason). ``on_error="raise"`` (the default
+for plain Q-A-C files) stops at the first bad row; the preference builders default to ``"skip"``: those
+datasets hold pairs that make no correction (identical responses, diverging dialogues), which are dropped
+and counted.
 
 :func:`build_dataset` reads the ``data:`` list of a training config: one :class:`DataSource` per source.
 """
@@ -21,11 +22,18 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langchain_aligner import quality
+from langchain_aligner.records import (
+    ALPACA_EVAL_FIELDS,
+    QACRecord,
+    RecordError,
+    Records,
+    parse_rows,
+    read_records,
+    read_rows,
+)
 from train.errors import ConfigError, InputFileNotFound, validation_summary
-from train.records import QACRecord, RecordError, Records, parse_rows, read_records, read_rows
 
 __all__ = [
-    "ALPACA_EVAL_FIELDS",
     "DataSource",
     "build_dataset",
     "data_sources",
@@ -59,8 +67,6 @@ SourceKind = Literal[
     "mix",
 ]
 
-ALPACA_EVAL_FIELDS = {"question": "instruction", "answer": "original_output", "correction": "output"}
-"""AlpacaEval outputs corrected by an Aligner: the instruction, the upstream output, the corrected one."""
 
 _HUMAN = "\n\nHuman:"
 _ASSISTANT = "\n\nAssistant:"
@@ -278,7 +284,7 @@ class DataSource(BaseModel):
             raise ValueError(f"'fields' does not apply to a {self.kind} source")
         if self.fields and self.kind == "hub" and self.builder != "qac":
             raise ValueError(f"'fields' does not apply to the {self.builder} builder")
-        if self.kind != "hub" and "builder" in self.model_fields_set:
+        if self.kind != "hub" and self.builder != "qac":  # qac, the default, is what a file source reads
             raise ValueError("'builder' applies only to a hub source")
         return self
 
@@ -345,7 +351,7 @@ def data_sources(
 
     Raises:
         ValueError: No sources.
-        ConfigError: A bad spec, in one line naming it (``data[1] (qac.csv): kind: ...``).
+        ConfigError: A bad spec, in one line naming it as a config does (``data[1].kind: ...``).
     """
     specs = [config] if isinstance(config, (DataSource, Mapping)) else list(config)
     if not specs:
@@ -359,9 +365,7 @@ def _data_source(spec: DataSource | Mapping[str, Any], key: str) -> DataSource:
     try:
         return DataSource.model_validate(spec)
     except ValidationError as error:
-        named = spec.get("path") or spec.get("name") if isinstance(spec, Mapping) else None
-        where = f"{key} ({named})" if named else key
-        raise ConfigError(f"{where}: {validation_summary(error)}") from None
+        raise ConfigError(validation_summary(error, key)) from None
 
 
 def _check_suffix(path: str, kind: str) -> None:

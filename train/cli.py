@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+from langchain_aligner.records import RecordError
 from train.errors import TrainingInputError
 from train.run_lock import launch_rank
 
@@ -19,11 +20,12 @@ reports it, and the launcher then stops the other ranks (an earlier exit could h
 
 @contextlib.contextmanager
 def report_input_errors(prog: str) -> Iterator[None]:
-    """Turn a :class:`TrainingInputError` raised inside into ``PROG: error: MESSAGE``, one line on stderr from
-    rank 0 only (no traceback), and exit status 2, as argparse reports a bad argument."""
+    """Turn a :class:`TrainingInputError` or a bad record (:class:`~langchain_aligner.records.RecordError`)
+    raised inside into ``PROG: error: MESSAGE``, one line on stderr from rank 0 only (no traceback), and exit
+    status 2, as argparse reports a bad argument."""
     try:
         yield
-    except TrainingInputError as error:
+    except (TrainingInputError, RecordError) as error:
         if launch_rank() == 0:
             print(f"{prog}: error: {error}", file=sys.stderr)
         else:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from train.builders import DataSource
 from train.errors import ConfigError, validation_summary
 
 __all__ = [
@@ -230,9 +231,12 @@ class SFTConfig(TrainingConfig):
             "choices": TASKS,
         },
     )
-    data: list[dict[str, Any]] = field(
+    data: list[DataSource] = field(
         default_factory=list,
-        metadata={"help": "data sources (train.builders.DataSource), e.g. [{kind: jsonl, path: qac.jsonl}]"},
+        metadata={
+            "help": "data sources (train.builders.DataSource, each checked as the config loads), e.g. "
+            "[{kind: jsonl, path: qac.jsonl}]"
+        },
     )
     template: str = field(
         default="aligner-v1",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_aligner.models import export_model, load_model_and_tokenizer
+from langchain_aligner.records import RecordError, read_objects
 from train.cli import report_input_errors
 from train.config import (
     TrainingConfig,
@@ -32,7 +33,6 @@ from train.config import (
     load_config,
 )
 from train.errors import ConfigError, InputFileNotFound
-from train.records import RecordError, read_rows
 from train.run_lock import hold_run_directory, launch_rank
 
 if TYPE_CHECKING:
@@ -138,18 +138,13 @@ def load_preference_dataset(path: str | Path) -> Dataset:
         path = path / "preference.jsonl"
     if not path.is_file():
         raise InputFileNotFound(f"preference data not found: {path}")
-    rows = []
-    for position, row in read_rows(path):
-        if isinstance(row, RecordError):
-            raise row
-        if not isinstance(row, dict):
-            raise RecordError(path, position, f"expected an object, got {type(row).__name__}")
+    rows = read_objects(path)
+    for position, row in enumerate(rows, 1):
         missing = [key for key in PREFERENCE_KEYS if key not in row]
         if missing:
             raise RecordError(
                 path, position, f"missing field(s) {missing}; a preference row has {PREFERENCE_KEYS}"
             )
-        rows.append(row)
     if not rows:
         raise RecordError(path, None, "no preference rows")
     return Dataset.from_list(rows)

@@ -20,17 +20,18 @@ class ConfigError(TrainingInputError, ValueError):
     """A config file or override is malformed: unknown key, wrong type or out-of-range value."""
 
 
-def validation_summary(error: ValidationError) -> str:
+def validation_summary(error: ValidationError, key: str = "") -> str:
     """A pydantic validation error in one line: ``key: message (got value)`` for each problem, ``; ``
-    between them; the key as a config names it (``lora.r``, ``data[0].kind``)."""
+    between them; the key as a config names it (``lora.r``, ``data[0].kind``), under ``key`` if given (the
+    key of the value that was validated, e.g. ``data[0]``)."""
     problems = []
     for problem in error.errors():
         text = problem["msg"].removeprefix("Value error, ")
         value = problem.get("input")
         if problem["type"] != "missing" and not isinstance(value, (dict, list)):
             text += f" (got {value!r})"
-        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"])
-        key = key.removeprefix(".")
+        path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"])
+        key = (key + path).removeprefix(".")
         # A check of our own names its key already ("lora.dropout must be ..."): no second prefix.
         problems.append(f"{key}: {text}" if key and not text.startswith(key) else text)
     return "; ".join(problems)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from langchain_aligner.quality import is_refusal
+from langchain_aligner.records import QACRecord, Records
 from train.builders import (
     alpaca_eval_outputs,
     from_alpaca_eval,
@@ -39,7 +40,6 @@ from train.builders import (
     from_pandalm,
     jailbreakbench_refusals,
 )
-from train.records import QACRecord, Records
 
 __all__ = ["CATEGORIES", "MIXES", "Mix", "MixSpec", "build_mix", "is_held_out"]
 

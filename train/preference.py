@@ -8,7 +8,7 @@ kept as Q-A-C records (``qac.jsonl``), which ``python -m train sft`` reads to tr
 * :func:`correct_answers` / :func:`acorrect_answers` run (question, answer) pairs through an
   :class:`~langchain_aligner.AlignerRunnable` and return :class:`Correction` triples.
 * :func:`build_preference_data` turns triples (``Correction`` or any object with ``question``, ``answer`` and
-  ``correction``, such as ``train.records.QACRecord``) into rows and counts what it dropped.
+  ``correction``, such as ``langchain_aligner.records.QACRecord``) into rows and counts what it dropped.
 * :class:`PreferenceData` writes the rows as JSONL (atomically) and gives them as ``datasets.Dataset``.
 
 Row formats are TRL's (see its "dataset formats" guide): ``conversational`` (default; the tokenizer's chat
@@ -24,8 +24,6 @@ template renders it) or ``standard`` (plain strings)::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +33,14 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
 from langchain_aligner.correction import CorrectionOutcome, pair_input
-from train.records import QACRecord, write_records
+from langchain_aligner.records import (
+    QACRecord,
+    RecordError,
+    read_objects,
+    write_jsonl,
+    write_records,
+    write_text_atomic,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -53,8 +58,6 @@ __all__ = [
     "build_preference_data",
     "correct_answers",
     "read_corrections",
-    "read_jsonl",
-    "write_jsonl",
 ]
 
 RowFormat = Literal["conversational", "standard"]
@@ -66,7 +69,8 @@ COUNTS_FILE = "counts.json"
 
 
 class QACLike(Protocol):
-    """Anything with a question, the upstream answer and its correction (e.g. ``train.records.QACRecord``)."""
+    """Anything with a question, the upstream answer and its correction (e.g.
+    ``langchain_aligner.records.QACRecord``)."""
 
     @property
     def question(self) -> str: ...
@@ -162,7 +166,7 @@ class PreferenceData:
             "preference": write_jsonl(self.preference, output_dir / PREFERENCE_FILE),
             "sft": write_jsonl(self.sft, output_dir / SFT_FILE),
             "qac": output_dir / QAC_FILE,
-            "counts": _write_atomic(output_dir / COUNTS_FILE, json.dumps(counts, indent=2) + "\n"),
+            "counts": write_text_atomic(output_dir / COUNTS_FILE, json.dumps(counts, indent=2) + "\n"),
         }
 
 
@@ -230,54 +234,19 @@ async def acorrect_answers(
 
 
 def read_corrections(path: str | Path) -> list[Correction]:
-    """Read :class:`Correction` triples from a JSONL file (one object with its fields a line)."""
+    """Read :class:`Correction` triples from a JSONL file (one object with its fields a line), as
+    :func:`langchain_aligner.records.write_jsonl` writes them.
+
+    Raises:
+        RecordError: A line that is not a correction record (naming the file and line).
+    """
     corrections = []
-    for number, row in enumerate(read_jsonl(path), 1):
+    for number, row in enumerate(read_objects(path), 1):
         try:
             corrections.append(Correction(**row))
         except TypeError as error:
-            raise ValueError(f"{path}: row {number} is not a correction record: {error}") from error
+            raise RecordError(path, number, f"not a correction record: {error}") from None
     return corrections
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON Lines file of objects (blank lines skipped); errors name the file and line."""
-    rows = []
-    with Path(path).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not JSON: {error}") from error
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
-
-
-def write_jsonl(rows: Iterable[Mapping[str, Any] | Correction], path: str | Path) -> Path:
-    """Write ``rows`` (mappings or :class:`Correction` objects) as JSON Lines, atomically; return the path."""
-    text = "".join(
-        json.dumps(asdict(row) if isinstance(row, Correction) else dict(row), ensure_ascii=False) + "\n"
-        for row in rows
-    )
-    return _write_atomic(Path(path), text)
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write through a temporary file in the same directory, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _batch_config(max_concurrency: int) -> RunnableConfig:

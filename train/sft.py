@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from langchain_aligner.records import QACRecord
 from train.batching import Phase
 from train.cli import report_input_errors
 from train.config import (
@@ -30,7 +31,7 @@ from train.config import (
 )
 from train.run_lock import hold_run_directory, launch_rank
 
-__all__ = ["main", "parse_args", "load_records", "split_records", "apply_lora"]
+__all__ = ["main", "parse_args", "load_records", "split_records", "identity_warmup", "apply_lora"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def check_data_sources(config: SFTConfig) -> None:
     data_sources(config.data)
 
 
-def load_records(config: SFTConfig) -> list[Any]:
+def load_records(config: SFTConfig) -> list[QACRecord]:
     """Every record of the configured data sources, in order."""
     from train.builders import build_dataset
 
@@ -88,11 +89,11 @@ def load_records(config: SFTConfig) -> list[Any]:
     return list(build_dataset(config.data))
 
 
-def split_records(records: Sequence[Any], config: SFTConfig) -> tuple[list[Any], list[Any], list[Any]]:
+def split_records(
+    records: Sequence[QACRecord], config: SFTConfig
+) -> tuple[list[QACRecord], list[QACRecord], list[QACRecord]]:
     """``(warm-up Q-A-A, main Q-A-C, held-out)`` records: the held-out share and ``max_records`` are drawn
     with ``seed``, then ``identity_warmup_share`` of the training records become warm-up records."""
-    from train.records import identity_warmup
-
     order = list(range(len(records)))
     random.Random(config.seed).shuffle(order)
     held = round(config.eval_share * len(records))
@@ -102,6 +103,24 @@ def split_records(records: Sequence[Any], config: SFTConfig) -> tuple[list[Any],
         [records[i] for i in train_ids], config.identity_warmup_share, seed=config.seed
     )
     return warmup, main, held_out
+
+
+def identity_warmup(
+    records: Sequence[QACRecord], share: float, *, seed: int, keep_all: bool = False
+) -> tuple[list[QACRecord], list[QACRecord]]:
+    """Split records for an identity warm-up: ``(warm-up Q-A-A records, main Q-A-C records)``.
+
+    A ``share`` of the records, drawn at random (deterministic for a given ``seed``), becomes Q-A-A records
+    whose correction is the answer itself: trained first, they teach the Aligner to copy an answer before
+    it learns to correct one (the paper found a share of about 20% best). The main records are the others,
+    or all records with ``keep_all=True``. Both lists keep the input order.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be between 0 and 1, got {share}")
+    chosen = set(random.Random(seed).sample(range(len(records)), round(share * len(records))))
+    warmup = [records[i].model_copy(update={"correction": records[i].answer}) for i in sorted(chosen)]
+    main = [r for i, r in enumerate(records) if keep_all or i not in chosen]
+    return warmup, main
 
 
 def apply_lora(model: Any, config: SFTConfig) -> Any:

@@ -4,8 +4,8 @@ Calls run concurrently (``concurrency`` at a time). Each finished record is appe
 flushed at once, so an interruption (Ctrl-C, a cancelled task, a crash) loses only the calls in flight. A
 later run with the same output file skips every pair already there (matched by :func:`pair_key`, a hash of
 the question and answer) and asks only for the others. A call that fails is logged with its key and left
-out; the next run asks again. The output is a plain Q-A-C JSONL file that :func:`train.records.read_records`
-and the ``jsonl`` data source read.
+out; the next run asks again. The output is a plain Q-A-C JSONL file that
+:func:`langchain_aligner.records.read_records` and the ``jsonl`` data source read.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate
 from langchain_core.runnables import Runnable
 from tqdm.auto import tqdm
 
-from train.records import QACRecord, RecordError, Records, read_records, write_records
+from langchain_aligner.records import QACRecord, RecordError, Records, read_records, write_records
 
 __all__ = ["DEFAULT_PROMPT", "agenerate_corrections", "generate_corrections", "pair_key"]
 
@@ -69,7 +69,8 @@ async def agenerate_corrections(
 
     Args:
         pairs: ``(question, answer)`` tuples or mappings with ``question`` and ``answer`` keys (e.g. a
-            :class:`~train.records.QACRecord` dumped with ``model_dump()``); repeated pairs are asked once.
+            :class:`~langchain_aligner.records.QACRecord` dumped with ``model_dump()``); repeated pairs are
+            asked once.
         chat_model: Any LangChain chat model (or runnable taking the prompt's messages), e.g. ``ChatOpenAI``;
             give it its own retries (``max_retries``, ``.with_retry()``) as needed.
         output_path: A ``.jsonl`` file; pairs already in it are not asked again.

@@ -29,10 +29,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from langchain_aligner.records import QACRecord
 from langchain_aligner.templates import AlignerTemplate, get_template
 from langchain_aligner.truncation import fit_pair
 from train.config import TASKS
-from train.records import QACRecord
 
 if TYPE_CHECKING:
     import datasets

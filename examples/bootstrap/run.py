@@ -23,10 +23,11 @@ from typing import Any
 
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
+from langchain_aligner.records import write_jsonl
 from langchain_aligner.runnable import AlignerRunnable
 from train.config import CONFIG_DIR, load_config
 from train.dpo import DPOConfig
-from train.preference import build_preference_data, correct_answers, write_jsonl
+from train.preference import build_preference_data, correct_answers
 
 QUESTIONS = [
     "How should I store bleach and ammonia at home?",

@@ -1,17 +1,17 @@
-"""Evaluation records and how they are read from JSON, JSONL and gzip'd files with a field map."""
+"""Evaluation records and how they are read, with a field map, from the files
+:mod:`langchain_aligner.records` reads (JSON, JSONL, Parquet, gzip'd)."""
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from langchain_aligner import records as record_files
+
 __all__ = [
-    "ALPACA_EVAL_FIELDS",
     "DEFAULT_FIELDS",
     "EvalRecord",
     "FieldMap",
@@ -32,10 +32,15 @@ DEFAULT_FIELDS: dict[str, str] = {
 }
 """Keys of the records this package writes (``corrections.jsonl`` reads back with these)."""
 
-ALPACA_EVAL_FIELDS: dict[str, str] = {"q": "instruction", "a": "original_output", "ref": "output"}
-"""AlpacaEval ``model_outputs.json`` of an Aligner run: the Aligner's ``output`` as the reference."""
-
-_PRESETS = {"default": DEFAULT_FIELDS, "alpaca_eval": ALPACA_EVAL_FIELDS}
+_PRESETS = {
+    "default": DEFAULT_FIELDS,
+    # AlpacaEval's model_outputs.json of an Aligner run (records.ALPACA_EVAL_FIELDS), its output the reference
+    "alpaca_eval": {
+        "q": record_files.ALPACA_EVAL_FIELDS["question"],
+        "a": record_files.ALPACA_EVAL_FIELDS["answer"],
+        "ref": record_files.ALPACA_EVAL_FIELDS["correction"],
+    },
+}
 _ATTRIBUTES = {"id": "id", "q": "question", "a": "answer", "ref": "reference", "c": "correction"}
 
 
@@ -104,21 +109,17 @@ def records_from_dicts(rows: Iterable[Mapping[str, Any]], fields: FieldMap | Non
 def load_records(
     path: str | Path, fields: FieldMap | None = None, *, limit: int | None = None
 ) -> list[EvalRecord]:
-    """Read records from a ``.json`` list or ``.jsonl`` file, each optionally gzip'd (``.gz``).
+    """Read records from a ``.json`` list, a ``.jsonl`` file (each optionally gzip'd) or a ``.parquet`` file,
+    through :func:`langchain_aligner.records.read_rows`.
 
     Args:
         path: The file.
         fields: The field map (see :func:`parse_field_map`); default keys when ``None``.
         limit: Keep only the first ``limit`` records.
+
+    Raises:
+        langchain_aligner.records.RecordError: A row that is not an object or not JSON, naming the file and
+            line (a ``ValueError``; ``RecordFileNotFound``, also a ``FileNotFoundError``, for a missing file).
     """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    stem = path.with_suffix("") if path.suffix == ".gz" else path
-    with opener(path, "rt", encoding="utf-8") as handle:
-        if stem.suffix == ".jsonl":
-            rows: Sequence[Any] = [json.loads(line) for line in handle if line.strip()]
-        else:
-            rows = json.load(handle)
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise ValueError(f"{path}: expected a JSON list of objects (or JSONL objects)")
+    rows = record_files.read_objects(path)
     return records_from_dicts(rows[:limit] if limit is not None else rows, fields)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from langchain_aligner.records import write_text_atomic
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -143,6 +145,4 @@ def write_report(result: EvalResult, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_chart(result, out / CHART_NAME)
-    path = out / "report.md"
-    path.write_text(render_markdown(result), encoding="utf-8")
-    return path
+    return write_text_atomic(out / "report.md", render_markdown(result))

@@ -25,6 +25,7 @@ from langchain_aligner.evaluation.metrics import DimensionSummary, summarize
 from langchain_aligner.evaluation.records import EvalRecord
 from langchain_aligner.evaluation.reference import ReferenceMetrics, reference_metrics
 from langchain_aligner.evaluation.report import write_report
+from langchain_aligner.records import write_jsonl, write_text_atomic
 from langchain_aligner.runnable import AlignerRunnable, AlignerRunnableInput
 
 __all__ = [
@@ -186,12 +187,6 @@ def _with_correction(records: Sequence[EvalRecord]) -> list[EvalRecord]:
     return [r for r in records if r.correction is not None]
 
 
-def _write_jsonl(path: Path, rows: Iterable[BaseModel]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(row.model_dump_json() + "\n")
-
-
 def write_outputs(
     out_dir: str | Path, records: Sequence[EvalRecord], judgements: Sequence[Judgement], result: EvalResult
 ) -> Path:
@@ -200,10 +195,10 @@ def write_outputs(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out / "corrections.jsonl", records)
-    _write_jsonl(out / "judgements.jsonl", judgements)
-    _write_jsonl(out / "reference_scores.jsonl", result.reference.per_item if result.reference else [])
+    write_jsonl(records, out / "corrections.jsonl")
+    write_jsonl(judgements, out / "judgements.jsonl")
+    write_jsonl(result.reference.per_item if result.reference else [], out / "reference_scores.jsonl")
     summary = result.model_dump(mode="json", exclude={"reference": {"per_item"}})
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
     write_report(result, out)
     return out

@@ -1,44 +1,55 @@
-"""Q-A-C records: the one sample format of Aligner training, read and written with validation.
+"""Q-A-C records and their files: the one module that reads and writes them (training, evaluation and
+preference data all build on it).
 
 A record is a ``question``, the upstream model's ``answer`` and its ``correction`` (the official Aligner
 sample format). Files are JSON (a list of objects), JSONL (one object per line) or Parquet; ``.json.gz`` and
-``.jsonl.gz`` are read transparently. A bad record is reported with its file and position: the 1-based line
-of a JSONL file, the 0-based index of a JSON list or Parquet row.
+``.jsonl.gz`` are read transparently. A bad row is reported with its file and position: the 1-based line of
+a JSONL file, the 0-based index of a JSON list or Parquet row. Every file is written atomically (a temporary
+file renamed into place): a reader sees all of it or none. :data:`ALPACA_EVAL_FIELDS` maps AlpacaEval's keys
+to a record's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import io
 import json
 import logging
 import os
-import random
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from train.errors import InputFileNotFound, TrainingInputError
-
 __all__ = [
+    "ALPACA_EVAL_FIELDS",
     "FIELDS",
     "QACRecord",
     "RecordError",
+    "RecordFileNotFound",
     "Records",
-    "identity_warmup",
     "parse_rows",
+    "read_objects",
     "read_records",
     "read_rows",
+    "write_jsonl",
     "write_records",
+    "write_text_atomic",
 ]
 
 logger = logging.getLogger(__name__)
 
 FIELDS = ("question", "answer", "correction")
 """The fields of a record, in order."""
+
+ALPACA_EVAL_FIELDS = {"question": "instruction", "answer": "original_output", "correction": "output"}
+"""AlpacaEval ``model_outputs.json`` of an Aligner run: the instruction, the upstream model's output (kept as
+``original_output``) and the Aligner's corrected ``output``; a record's field -> the file's key."""
 
 
 class QACRecord(BaseModel):
@@ -58,7 +69,7 @@ class QACRecord(BaseModel):
         return value
 
 
-class RecordError(TrainingInputError, ValueError):
+class RecordError(ValueError):
     """A bad record: ``path``, its ``line`` (1-based for JSONL, an index otherwise) and ``reason``."""
 
     def __init__(self, path: str | Path, line: int | None, reason: str) -> None:
@@ -74,6 +85,13 @@ class RecordError(TrainingInputError, ValueError):
             return self.path
         is_jsonl = self.path.endswith((".jsonl", ".jsonl.gz"))
         return f"{self.path}:{self.line}" if is_jsonl else f"{self.path}[{self.line}]"
+
+
+class RecordFileNotFound(RecordError, FileNotFoundError):
+    """The records file does not exist."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, None, os.strerror(errno.ENOENT))  # "No such file or directory", as open says
 
 
 class Records(list[QACRecord]):
@@ -139,40 +157,74 @@ def parse_rows(
     return records
 
 
-def write_records(records: Iterable[QACRecord], path: str | Path) -> None:
-    """Write records as JSONL (``.jsonl`` or gzip'd ``.jsonl.gz``), atomically: all or nothing is seen."""
-    path = Path(path)
-    if not path.name.endswith((".jsonl", ".jsonl.gz")):
+def write_records(records: Iterable[QACRecord], path: str | Path) -> Path:
+    """Write records as JSONL (``.jsonl`` or gzip'd ``.jsonl.gz``), atomically; returns the path."""
+    if not Path(path).name.endswith((".jsonl", ".jsonl.gz")):
         raise ValueError(f"records are written as JSONL: expected a .jsonl or .jsonl.gz path, got {path}")
+    return write_jsonl(records, path)
+
+
+def write_jsonl(rows: Iterable[BaseModel | Mapping[str, Any] | Any], path: str | Path) -> Path:
+    """Write ``rows`` as JSON Lines, atomically (a temporary file renamed into place: all or nothing is seen);
+    returns the path. A row is a pydantic model, a dataclass or a mapping; ``.gz`` paths are gzip'd."""
+    path = Path(path)
+    with (
+        _atomic(path) as temp,
+        gzip.open(temp, "wb") if path.name.endswith(".gz") else open(temp, "wb") as out,
+    ):
+        for row in rows:
+            out.write(_json_line(row).encode() + b"\n")
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`write_jsonl` writes; returns the path."""
+    path = Path(path)
+    with _atomic(path) as temp:
+        temp.write_text(text, encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; renamed onto ``path`` when the block ends without error,
+    removed otherwise: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        with gzip.open(temp, "wb") if path.name.endswith(".gz") else open(temp, "wb") as stream:
-            for record in records:
-                stream.write(record.model_dump_json().encode() + b"\n")
+        yield Path(temp)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
 
 
-def identity_warmup(
-    records: Sequence[QACRecord], share: float, *, seed: int, keep_all: bool = False
-) -> tuple[list[QACRecord], list[QACRecord]]:
-    """Split records for an identity warm-up: ``(warm-up Q-A-A records, main Q-A-C records)``.
+def read_objects(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a file :func:`read_rows` reads (JSONL, JSON list, Parquet), each one an object.
 
-    A ``share`` of the records, drawn at random (deterministic for a given ``seed``), becomes Q-A-A records
-    whose correction is the answer itself: trained first, they teach the Aligner to copy an answer before
-    it learns to correct one (the paper found a share of about 20% best). The main records are the others,
-    or all records with ``keep_all=True``. Both lists keep the input order.
+    Raises:
+        RecordFileNotFound: No such file.
+        RecordError: A row that is not a JSON object (naming the file and line or index).
     """
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"share must be between 0 and 1, got {share}")
-    chosen = set(random.Random(seed).sample(range(len(records)), round(share * len(records))))
-    warmup = [records[i].model_copy(update={"correction": records[i].answer}) for i in sorted(chosen)]
-    main = [r for i, r in enumerate(records) if keep_all or i not in chosen]
-    return warmup, main
+    rows = []
+    for position, row in read_rows(path):
+        if isinstance(row, RecordError):
+            raise row
+        if not isinstance(row, dict):
+            raise RecordError(path, position, f"expected an object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def _json_line(row: Any) -> str:
+    if isinstance(row, BaseModel):
+        return row.model_dump_json()
+    if isinstance(row, Mapping):
+        return json.dumps(dict(row), ensure_ascii=False)
+    if is_dataclass(row) and not isinstance(row, type):
+        return json.dumps(asdict(row), ensure_ascii=False)
+    raise TypeError(f"a row is a pydantic model, a dataclass or a mapping, not {type(row).__name__}")
 
 
 def _columns(fields: Mapping[str, str] | None) -> dict[str, str]:
@@ -208,7 +260,7 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
     :class:`RecordError`; an unparsable JSONL line comes as a :class:`RecordError` in place of its row."""
     path = Path(path)
     if not path.is_file():
-        raise InputFileNotFound(f"no such data file: {path}")
+        raise RecordFileNotFound(path)
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz")):
         return _jsonl_rows(path)
