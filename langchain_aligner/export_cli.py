@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from langchain_aligner.models import DTYPES, export_model, load_model_and_tokenizer
+from langchain_aligner.models import (
+    DTYPES,
+    check_adapter_dir,
+    export_model,
+    load_model_and_tokenizer,
+    merge_adapter,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load ``args.source`` (in float32), merge ``args.adapter`` if given, and export; 1 on a bad path."""
     try:
-        if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"not a LoRA adapter directory (no adapter_config.json): {args.adapter}")
+        if args.adapter is not None:
+            check_adapter_dir(args.adapter)  # before the model is loaded
         model, tokenizer = load_model_and_tokenizer(args.source)
         if args.adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(args.adapter)).merge_and_unload()
+            model = merge_adapter(model, args.adapter)
         out = export_model(model, tokenizer, args.output, dtype=args.dtype)
     except (FileNotFoundError, FileExistsError) as error:
         print(f"langchain-aligner export: error: {error}", file=sys.stderr)

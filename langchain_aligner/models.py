@@ -29,10 +29,12 @@ __all__ = [
     "DEFAULT_MODEL_NAME",
     "DTYPES",
     "cache_dir",
+    "check_adapter_dir",
     "check_model_path",
     "cpu_supports_bf16",
     "default_model_dir",
     "load_model_and_tokenizer",
+    "merge_adapter",
     "export_model",
     "install_adapter",
     "is_exported_model",
@@ -118,13 +120,37 @@ def default_model_dir(adapter_dir: Path | None = DEFAULT_ADAPTER_DIR) -> Path:
             logger.info("converting %s to %s (once)", gguf.name, base)
             export_model(*load_model_and_tokenizer(gguf), base)
         if target != base and not is_exported_model(target):
-            from peft import PeftModel
-
+            assert adapter_dir is not None  # a target of its own comes from an adapter's fingerprint
             logger.info("merging the adapter %s into %s (once)", adapter_dir, target)
             model, tokenizer = load_model_and_tokenizer(base)
-            merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-            export_model(merged, tokenizer, target)
+            export_model(merge_adapter(model, adapter_dir), tokenizer, target)
     return target
+
+
+def merge_adapter(model: PreTrainedModel, adapter_dir: str | Path) -> PreTrainedModel:
+    """``model`` with the LoRA adapter in ``adapter_dir`` merged into its weights: a plain model again, as
+    :func:`export_model` writes it (the one LoRA merge: the default model, ``langchain-aligner export`` and
+    ``train dpo`` use it).
+
+    Raises:
+        FileNotFoundError: ``adapter_dir`` is not a LoRA adapter directory (no ``adapter_config.json``).
+    """
+    from peft import PeftModel
+
+    adapter_dir = check_adapter_dir(adapter_dir)
+    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+
+
+def check_adapter_dir(adapter_dir: str | Path) -> Path:
+    """``adapter_dir`` if it holds a LoRA adapter's ``adapter_config.json``, checked without loading.
+
+    Raises:
+        FileNotFoundError: It does not.
+    """
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / ADAPTER_CONFIG).is_file():
+        raise FileNotFoundError(f"not a LoRA adapter directory (no {ADAPTER_CONFIG}): {adapter_dir}")
+    return adapter_dir
 
 
 def load_model_and_tokenizer(

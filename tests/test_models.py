@@ -23,6 +23,7 @@ from langchain_aligner.models import (
     export_model,
     is_exported_model,
     load_model_and_tokenizer,
+    merge_adapter,
 )
 
 TGI_FILES = {
@@ -254,6 +255,27 @@ def test_export_replaces_an_earlier_export_but_nothing_else(tiny_llama_dir: Path
     with pytest.raises(FileExistsError, match="not an earlier export"):
         export_model(model, tokenizer, precious)
     assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+
+
+def test_merge_adapter_gives_a_plain_model_with_the_adapted_outputs(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+
+    adapter = make_adapter(tiny_llama_dir, tmp_path / "adapter", seed=4)
+    ids = torch.tensor([[1, 5, 9, 12, 40]])
+    with torch.no_grad():
+        plain = load_model_and_tokenizer(tiny_llama_dir)[0](ids).logits
+        adapted = PeftModel.from_pretrained(load_model_and_tokenizer(tiny_llama_dir)[0], str(adapter))(
+            ids
+        ).logits
+        merged_model = merge_adapter(load_model_and_tokenizer(tiny_llama_dir)[0], adapter)
+        merged = merged_model(ids).logits
+    assert not isinstance(merged_model, PeftModel) and not hasattr(merged_model, "peft_config")
+    assert torch.allclose(merged, adapted, atol=1e-5)
+    assert not torch.allclose(merged, plain, atol=1e-3)  # the adapter is in
+    with pytest.raises(FileNotFoundError, match="not a LoRA adapter directory \\(no adapter_config.json\\)"):
+        merge_adapter(load_model_and_tokenizer(tiny_llama_dir)[0], tmp_path)
 
 
 def test_install_adapter_writes_bf16_weights_that_merge_like_the_original(

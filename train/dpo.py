@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_aligner.models import export_model, load_model_and_tokenizer
+from langchain_aligner.models import export_model, load_model_and_tokenizer, merge_adapter
 from langchain_aligner.records import RecordError, read_objects
 from train.cli import report_input_errors
 from train.config import (
@@ -316,7 +316,5 @@ def _trained_model(config: DPOConfig, final_dir: Path) -> PreTrainedModel:
     if config.lora is None:
         model, _ = load_model_and_tokenizer(final_dir, dtype=dtype)
         return model
-    from peft import PeftModel
-
     base, _ = load_model_and_tokenizer(config.model, dtype=dtype)
-    return PeftModel.from_pretrained(base, str(final_dir)).merge_and_unload()
+    return merge_adapter(base, final_dir)
