@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 from langchain_aligner import GenerationParams
 from langchain_aligner.backends import TransformersBackend
 from tests.test_train_deepspeed import read_log, run_sft, write_qac
+from train.builders import DataSource
 from train.config import CONFIG_DIR, SFTConfig, load_config
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,7 @@ def test_upstream_sft_trains_and_exports(tiny_llama_dir: Path, tmp_path: Path) -
 def test_shipped_upstream_config_reads_the_bootstrap_qac_file() -> None:
     config = load_config(SFTConfig, CONFIG_DIR / "sft-upstream.yaml")
     assert config.task == "upstream" and config.identity_warmup_share == 0.0
-    assert config.data == [{"kind": "jsonl", "path": "runs/bootstrap/03_data/qac.jsonl"}]
+    assert config.data == [DataSource(kind="jsonl", path="runs/bootstrap/03_data/qac.jsonl")]
 
 
 def test_export_checkpoint_writes_the_last_checkpoint_as_the_run_would(
