@@ -74,6 +74,13 @@ class LoRAConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         metadata={"help": "the linear layers that get an adapter, by module name"},
     )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "an adapter directory whose weights start this adapter (a second training stage; SFT "
+            "only): same r and target modules; null: peft's initialisation"
+        },
+    )
 
     def __post_init__(self) -> None:
         check_values(

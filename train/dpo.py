@@ -109,6 +109,7 @@ class DPOConfig(TrainingConfig):
                 "data is required (a preference JSONL file or its directory)": bool(self.data),
                 "max_length must be positive": self.max_length is None or self.max_length > 0,
                 "beta must be positive": self.beta > 0,
+                "lora.init_from is for SFT only": self.lora is None or self.lora.init_from is None,
             }
         )
 

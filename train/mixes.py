@@ -91,6 +91,13 @@ MIXES: dict[str, MixSpec] = {
         max_per_goal=4,
         quotas={"harmful": 350, "harmless_hh": 600, "helpful": 1150, "identity": 1500, "aligner2b": 150},
     ),
+    # The embedded default's second stage (train/configs/aligner-tiny-stage2.yaml): ~1,300 other draws of the
+    # same training split, weighted to benign answers kept or improved, to lower over-refusal.
+    "aligner-tiny-stage2": MixSpec(
+        max_per_goal=4,
+        quotas={"harmful": 120, "harmless_hh": 120, "helpful": 300, "identity": 700, "aligner2b": 60},
+        seed=7,
+    ),
 }
 """The named mixes."""
 

@@ -23,6 +23,7 @@ from train.batching import Phase
 from train.cli import report_input_errors
 from train.config import (
     ConfigError,
+    LoRAConfig,
     SFTConfig,
     check_model_and_deepspeed,
     config_help,
@@ -81,6 +82,21 @@ def check_data_sources(config: SFTConfig) -> None:
     data_sources(config.data)
 
 
+def check_init_adapter(config: SFTConfig) -> None:
+    """Fail fast if ``lora.init_from`` is set and is not an adapter directory.
+
+    Raises:
+        ConfigError: Naming the key and the path.
+    """
+    from langchain_aligner.models import check_adapter_dir
+
+    if config.lora is not None and config.lora.init_from is not None:
+        try:
+            check_adapter_dir(config.lora.init_from)
+        except FileNotFoundError as error:
+            raise ConfigError(f"lora.init_from: {error}") from None
+
+
 def load_records(config: SFTConfig) -> list[QACRecord]:
     """Every record of the configured data sources, in order."""
     from train.builders import build_dataset
@@ -124,12 +140,40 @@ def identity_warmup(
 
 
 def apply_lora(model: Any, config: SFTConfig) -> Any:
-    """Wrap ``model`` with a LoRA adapter (``peft``) when ``config.lora`` is set; otherwise return it."""
+    """Wrap ``model`` with a LoRA adapter (``peft``) when ``config.lora`` is set, its weights read from
+    ``lora.init_from`` when that is set; otherwise return ``model``."""
     if config.lora is None:
         return model
     from peft import get_peft_model
 
-    return get_peft_model(model, config.lora.to_peft())
+    model = get_peft_model(model, config.lora.to_peft())
+    if config.lora.init_from is not None:
+        load_adapter_weights(model, Path(config.lora.init_from), config.lora)
+    return model
+
+
+def load_adapter_weights(model: Any, adapter_dir: Path, lora: LoRAConfig) -> None:
+    """Set the LoRA weights of the peft ``model`` to those saved in ``adapter_dir`` (same rank and modules).
+
+    Raises:
+        ConfigError: The saved adapter's rank or target modules differ from ``lora``'s.
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from langchain_aligner.models import ADAPTER_CONFIG
+
+    saved = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
+    if saved.get("r") != lora.r or set(saved.get("target_modules") or ()) != set(lora.target_modules):
+        raise ConfigError(
+            f"lora.init_from: {adapter_dir} has r={saved.get('r')}, target_modules="
+            f"{sorted(saved.get('target_modules') or ())}; this run's lora has r={lora.r}, "
+            f"target_modules={sorted(lora.target_modules)}"
+        )
+    result = set_peft_model_state_dict(model, load_file(adapter_dir / "adapter_model.safetensors"))
+    missing = [key for key in result.missing_keys if "lora_" in key]
+    if missing:
+        raise ConfigError(f"lora.init_from: {adapter_dir} lacks {len(missing)} weights, e.g. {missing[0]}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_data_sources(config)
         if launch_rank() == 0:
             check_model_and_deepspeed(config.model, config.deepspeed)
+            check_init_adapter(config)
         with hold_run_directory(config.output_dir):
             return _train(config, args)
 
