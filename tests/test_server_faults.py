@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import uvicorn
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.models import load_model_and_tokenizer
 from langchain_aligner.server.app import DEFAULT_MAX_REQUEST_BYTES, create_app
-from langchain_aligner.server.engine import BatchingEngine, EngineGenerationError, EngineRequest
+from langchain_aligner.server.engine import BatchingEngine, EngineGenerationError, EngineRequest, TokenEvent
 from langchain_aligner.server.shutdown import LAST_WRITES_TIMEOUT, DrainingServer
 from tests.test_server_app import before_forward, gated, serve_tiny, sse_events
 from tests.test_server_engine import PROMPTS, collect, hold_decoding, reference, started, wait_until_queued
@@ -137,8 +137,10 @@ async def test_a_request_whose_sampling_fails_fails_alone(
             await bad
         stats = engine.stats
     assert poisoned.is_set()
+    first_tokens = [first for first in firsts if isinstance(first, TokenEvent)]
+    assert first_tokens == firsts  # every good stream began with a token
     assert [
-        [t.id for t in [first, *rest]] for first, (rest, _) in zip(firsts, finished, strict=True)
+        [t.id for t in [first, *rest]] for first, (rest, _) in zip(first_tokens, finished, strict=True)
     ] == expected
     assert (stats.finished, stats.failed) == (3, 1)
     assert engine.in_flight == 0
@@ -299,7 +301,7 @@ def serve_until_signalled(
     tiny_llama_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     graceful_timeout: float,
-    scenario: Callable[[str, BatchingEngine, threading.Event], Awaitable[Any]],
+    scenario: Callable[[str, BatchingEngine, threading.Event], Coroutine[Any, Any, Any]],
 ) -> tuple[Any, list[int]]:
     """Serve the tiny model as ``serve`` does (a :class:`DrainingServer`, signal handlers and all) in the
     main thread while ``scenario(url, engine, gate)`` runs in another and sends the signal. Prefills run; the
@@ -350,7 +352,7 @@ async def until(condition: Callable[[], Awaitable[bool]]) -> None:
 
 async def in_flight_then_signal(
     client: httpx.AsyncClient, engine: BatchingEngine
-) -> list[asyncio.Future[httpx.Response]]:
+) -> list[asyncio.Task[httpx.Response]]:
     """Start a TGI stream, an OpenAI stream and a ``/generate``, wait until each has its first token (then the
     model is held), and send SIGTERM to this process; returns the three responses to come."""
     requests = [

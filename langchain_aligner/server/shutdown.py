@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_GRACEFUL_TIMEOUT", "DrainingServer"]
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 """Seconds the requests in flight get to finish after a shutdown signal (``--graceful-timeout``)."""
 
-LAST_WRITES_TIMEOUT = 5.0
+LAST_WRITES_TIMEOUT = 5
 """Seconds the answers get, once the engine has stopped, to write their last event before uvicorn closes."""
 
 logger = logging.getLogger(__name__)
