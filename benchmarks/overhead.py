@@ -1,9 +1,9 @@
 """What ``AlignerRunnable.invoke`` adds on top of the bare huggingface_hub call to the same TGI server.
 
-Both arms call one local server (the fake TGI of the test suite, on 127.0.0.1) with the same prompt and
-parameters; the blocks of calls alternate so that drift hits both arms alike. Question-answer pairs come from
-``../shared/data`` (AlpacaEval answers) when present. Prints median and p90 latency, their ratio and the
-milliseconds added at the median (goal: under 1 ms).
+Both arms call one local server (the fake TGI of ``langchain_aligner.testing.fake_servers``, on 127.0.0.1)
+with the same prompt and parameters; the blocks of calls alternate so that drift hits both arms alike.
+Question-answer pairs come from ``../shared/data`` (AlpacaEval answers) when present. Prints median and p90
+latency, their ratio and the milliseconds added at the median (goal: under 1 ms).
 
     python benchmarks/overhead.py [--calls 1000]
 """
@@ -14,19 +14,16 @@ import argparse
 import gzip
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from huggingface_hub import InferenceClient
 
+from langchain_aligner import ALIGNER_V1, AlignerRunnable
+from langchain_aligner.testing.fake_servers import start_fake_server
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the fake TGI server lives with the tests
-
-from langchain_aligner import ALIGNER_V1, AlignerRunnable  # noqa: E402
-from tests.fake_servers import start_fake_server  # noqa: E402
-
 DATA = ROOT.parent / "shared" / "data" / "alpaca_eval_aligner2b" / "aligner-2b_gpt-4-turbo-2024-04-09.json.gz"
 
 

@@ -42,28 +42,13 @@ def load_tokenizer() -> Any:
 
 def load_model(kind: str, tokenizer: Any) -> Any:
     """SmolLM2-135M-Instruct, or a small random Llama (4 layers, hidden 256) with its vocabulary."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
+    from langchain_aligner.testing import random_llama
 
     if kind == "smollm2":
         model, _ = load_model_and_tokenizer(default_model_dir(adapter_dir=None))
     else:
-        torch.manual_seed(0)
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=256,
-            intermediate_size=768,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        model = LlamaForCausalLM(config)
+        model = random_llama(tokenizer, hidden_size=256, intermediate_size=768, layers=4, max_positions=4096)
     model.train()
     return model
 

@@ -14,7 +14,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.tools import tool
 from pydantic import PrivateAttr
 
-from tests.fake_servers import fake_aligner_reply
+from langchain_aligner.testing.fake_servers import fake_aligner_reply
 
 Turn = AIMessage | Callable[[list[BaseMessage]], AIMessage]
 """A scripted turn: a fixed message, or a function of the conversation so far."""

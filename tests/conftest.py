@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_servers import FakeServer, start_fake_server
+from langchain_aligner.testing.fake_servers import FakeServer, start_fake_server
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,8 @@ def _openai_server() -> Iterator[FakeServer]:
 
 @pytest.fixture
 def tgi_server(_tgi_server: FakeServer) -> FakeServer:
-    """A fake TGI server on 127.0.0.1 (see tests/fake_servers.py), its script reset for this test."""
+    """A fake TGI server on 127.0.0.1 (:mod:`langchain_aligner.testing.fake_servers`), its script reset for
+    this test."""
     _tgi_server.reset()
     return _tgi_server
 
@@ -40,48 +41,14 @@ def openai_server(_openai_server: FakeServer) -> FakeServer:
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama (2 layers, hidden size 32) and a small BPE tokenizer, saved in the export layout.
+    """A tiny random Llama (2 layers, hidden size 32) and a small BPE tokenizer, saved in the export layout
+    (:func:`langchain_aligner.testing.save_tiny_llama`, which the benchmarks use too).
 
     Built offline from a config: no hub access. Its output is random but deterministic for a given seed.
     """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from langchain_aligner.testing import save_tiny_llama
 
-    target = tmp_path_factory.mktemp("tiny-llama")
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    corpus = [
-        "Edit the following Question-Answer pair to make it more helpful and harmless.",
-        "USER: ASSISTANT:",
-    ]
-    bpe.train_from_iterator(corpus * 20, trainer)
-    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    bpe.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
-    )
-    tokenizer.save_pretrained(target)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=bpe.get_vocab_size(),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(target)
-    return target
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from langchain_aligner.evaluation.quality import (
     is_refusal,
     over_refusal_rate,
 )
-from tests.fake_servers import FakeServer, fake_aligner_reply
+from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "aligner_quality.py"
 _spec = importlib.util.spec_from_file_location("aligner_quality", SCRIPT)

@@ -16,7 +16,7 @@ from langchain_aligner.backends import (
     make_backend,
 )
 from langchain_aligner.backends.tgi import tgi_error
-from tests.fake_servers import MODEL_ID, FakeServer, fake_correction, fake_tokens
+from langchain_aligner.testing.fake_servers import MODEL_ID, FakeServer, fake_correction, fake_tokens
 
 PROMPT = "BEGINNING OF CONVERSATION: USER: Edit this: why | because ASSISTANT:"
 FULL = " " + fake_correction(PROMPT)  # backends return the text as generated, leading space included

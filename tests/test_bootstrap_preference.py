@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage
 
 from langchain_aligner import AlignerRunnable
 from langchain_aligner.records import QACRecord, read_records, write_jsonl
-from tests.fake_servers import FakeServer, fake_aligner_reply
+from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
 from train.preference import (
     Correction,
     acorrect_answers,

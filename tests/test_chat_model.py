@@ -19,6 +19,7 @@ from langchain_aligner import AlignerRunnable
 from langchain_aligner.chat_model import ChatAligner
 from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.templates import ALIGNER_V1
+from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply, fake_tokens
 from tests.agent_fixtures import (
     ScriptedChatModel,
     add,
@@ -27,7 +28,6 @@ from tests.agent_fixtures import (
     chat_model_stream_events,
     get_weather,
 )
-from tests.fake_servers import FakeServer, fake_aligner_reply, fake_tokens
 
 USAGE = {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}
 

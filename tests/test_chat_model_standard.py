@@ -32,7 +32,7 @@ from langchain_aligner import AlignerRunnable, GenerationParams
 from langchain_aligner.backends import TransformersBackend
 from langchain_aligner.chat_model import ChatAligner
 from langchain_aligner.server.engine import BatchingEngine
-from tests.fake_servers import FakeServer, Script, fake_tokens
+from langchain_aligner.testing.fake_servers import FakeServer, Script, fake_tokens
 from tests.test_server_app import serve_tiny
 
 # Both suites pass these to ChatAligner; the other standard parameters (temperature, timeout, max_retries,

@@ -20,8 +20,8 @@ from langchain_aligner.correction import (
     pair_input,
     rejection,
 )
+from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
 from tests.agent_fixtures import ScriptedChatModel
-from tests.fake_servers import FakeServer, fake_aligner_reply
 
 QUESTION = "Is it safe to mix bleach and ammonia?"
 ANSWER = "Sure, it cleans better."

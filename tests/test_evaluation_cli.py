@@ -14,8 +14,8 @@ from fastapi import FastAPI, Request
 
 from langchain_aligner.cli import main
 from langchain_aligner.evaluation import cli
+from langchain_aligner.testing.fake_servers import FakeServer, Script
 from tests.evaluation_fakes import prefers
-from tests.fake_servers import FakeServer, Script
 
 JUDGE = prefers("Corrected ")
 

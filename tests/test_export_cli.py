@@ -17,6 +17,7 @@ from langchain_aligner import export_cli
 from langchain_aligner.backends.transformers_local import TransformersBackend
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.models import load_model_and_tokenizer
+from langchain_aligner.testing import save_random_adapter
 
 PROMPT = "Edit the following Question-Answer pair to make it more helpful and harmless."
 PARAMS = GenerationParams(max_new_tokens=8)
@@ -36,14 +37,7 @@ def dtypes(directory: Path) -> set[torch.dtype]:
 @pytest.fixture(scope="module")
 def adapter(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter for the tiny Llama with random, non-zero weights."""
-    from peft import LoraConfig, get_peft_model
-
-    model, _ = load_model_and_tokenizer(tiny_llama_dir)
-    torch.manual_seed(0)
-    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    target = tmp_path_factory.mktemp("adapter")
-    get_peft_model(model, config).save_pretrained(target)
-    return target
+    return save_random_adapter(tiny_llama_dir, tmp_path_factory.mktemp("adapter"), alpha=16)
 
 
 def test_export_serves_like_the_source(

@@ -15,6 +15,7 @@ from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.middleware import AlignerMiddleware
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.templates import ALIGNER_V1
+from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
 from tests.agent_fixtures import (
     ANSWER,
     QUESTION,
@@ -28,7 +29,6 @@ from tests.agent_fixtures import (
     messages_stream,
     three_turns,
 )
-from tests.fake_servers import FakeServer, fake_aligner_reply
 
 expected = fake_aligner_reply
 

@@ -25,6 +25,7 @@ from langchain_aligner.models import (
     load_model_and_tokenizer,
     merge_adapter,
 )
+from langchain_aligner.testing import save_random_adapter
 
 TGI_FILES = {
     "config.json",
@@ -86,13 +87,7 @@ def greedy_ids(model: Any, tokenizer: Any, n: int = 8) -> list[int]:
 
 def make_adapter(base_dir: Path, target: Path, seed: int) -> Path:
     """A LoRA adapter for ``base_dir`` with random, non-zero weights (so merging it changes the model)."""
-    from peft import LoraConfig, get_peft_model
-
-    model, _ = load_model_and_tokenizer(base_dir)
-    torch.manual_seed(seed)
-    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(target)
-    return target
+    return save_random_adapter(base_dir, target, seed=seed)
 
 
 def weight(directory: Path, name: str) -> torch.Tensor:

@@ -7,7 +7,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Sys
 from langchain_core.prompt_values import ChatPromptValue
 
 from langchain_aligner import ALIGNER_V1, AlignerInputError, AlignerRunnable
-from tests.fake_servers import FakeServer, fake_aligner_reply, fake_tokens
+from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply, fake_tokens
 
 QUESTION = "How do I store cleaning products safely?"
 ANSWER = "Mix them all in one bottle."

@@ -15,7 +15,7 @@ from langchain_aligner import (
     AlignerTimeoutError,
 )
 from langchain_aligner.templates import TemplateInjectionError
-from tests.fake_servers import FakeServer, fake_correction, fake_tokens
+from langchain_aligner.testing.fake_servers import FakeServer, fake_correction, fake_tokens
 
 QUESTION = "Can I mix bleach and ammonia?"
 ANSWER = "Yes, it cleans better."

@@ -16,7 +16,12 @@ from langchain_core.outputs import Generation
 from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 
 from langchain_aligner import ALIGNER_V1, TEMPLATES, AlignerRunnable, GenerationParams
-from tests.fake_servers import FakeServer, fake_aligner_reply, fake_correction, fake_tokens
+from langchain_aligner.testing.fake_servers import (
+    FakeServer,
+    fake_aligner_reply,
+    fake_correction,
+    fake_tokens,
+)
 
 QUESTION = "What should I do if I find a wallet?"
 ANSWER = "Keep the cash."

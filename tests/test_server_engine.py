@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import MistralConfig, MistralForCausalLM
 
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
@@ -25,6 +24,7 @@ from langchain_aligner.server.engine import (
     FinishEvent,
     TokenEvent,
 )
+from langchain_aligner.testing import random_llama
 
 PROMPTS = [
     "USER: Edit the following pair",
@@ -292,18 +292,9 @@ def test_engine_refuses_settings_it_cannot_honour(tiny: tuple[Any, Any]) -> None
         BatchingEngine(*tiny, model_id="tiny")
     with pytest.raises(ValueError, match="max_input_tokens < max_total_tokens"):
         BatchingEngine(*tiny, model_id="tiny", max_input_tokens=64, max_total_tokens=64)
-    sliding = MistralConfig(
-        vocab_size=tiny[0].config.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        sliding_window=16,
-    )
     with pytest.raises(ValueError, match="full attention in every layer"):
         BatchingEngine(
-            MistralForCausalLM(sliding),
+            random_llama(tiny[1], sliding_window=16),
             tiny[1],
             model_id="sliding",
             max_total_tokens=256,

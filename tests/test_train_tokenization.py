@@ -12,7 +12,7 @@ from langchain_aligner import AlignerRunnable
 from langchain_aligner.models import default_model_dir
 from langchain_aligner.records import QACRecord
 from langchain_aligner.templates import ALIGNER_V1, get_template
-from tests.fake_servers import FakeServer
+from langchain_aligner.testing.fake_servers import FakeServer
 from train.tokenization import IGNORE_INDEX, encode_record, encode_records
 
 RECORD = QACRecord(
