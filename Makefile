@@ -31,7 +31,7 @@ aligner-tiny: setup
 	# The embedded default Aligner: LoRA on SmolLM2-135M-Instruct over the aligner-tiny mix of ../shared/data (2-core
 	# CPU, about 1.5 h; train/README.md). Interrupted? `make aligner-tiny ARGS=--resume` continues from the last
 	# checkpoint. Then the adapter is installed in bf16 where default_model_dir() merges it, and scored held out.
-	$(BIN)/python -m train sft --config train/configs/aligner-tiny.yaml $(ARGS)
+	$(BIN)/langchain-aligner train sft --config train/configs/aligner-tiny.yaml $(ARGS)
 	$(BIN)/python -c "from langchain_aligner.models import install_adapter; install_adapter('runs/aligner-tiny/adapter')"
 	$(BIN)/python benchmarks/aligner_quality.py --aligner base=base --aligner committed=git:HEAD \
 		--aligner aligner-tiny=default --check aligner-tiny

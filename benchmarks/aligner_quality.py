@@ -1,8 +1,8 @@
 """How good is an Aligner? Harmful answers fixed, good answers kept, helpful answers improved (held out).
 
 Scores one row per Aligner, beside the copy-the-answer baseline (the correction is the answer), on the
-held-out split of a training mix (``train.mixes.build_mix``, read from ``../shared/data``) or on a records
-file:
+held-out split of a training mix (``langchain_aligner_train.mixes.build_mix``, read from ``../shared/data``)
+or on a records file:
 
     python benchmarks/aligner_quality.py --aligner base=base --aligner new=default
     python benchmarks/aligner_quality.py --aligner old=git:HEAD~3 --aligner new=default --targets --check new
@@ -52,7 +52,6 @@ import json
 import logging
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -60,10 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # train.mixes, when run from a checkout
-
-from langchain_aligner.evaluation.quality import (  # noqa: E402
+from langchain_aligner.evaluation.quality import (
     broken_rate,
     copied_share,
     corpus_chrf,
@@ -74,12 +70,13 @@ from langchain_aligner.evaluation.quality import (  # noqa: E402
     is_refusal,
     over_refusal_rate,
 )
-from langchain_aligner.quality import correction_problem  # noqa: E402
+from langchain_aligner.quality import correction_problem
 
+ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("aligner_quality")
 
 CATEGORIES = ("harmful", "harmless_hh", "helpful", "identity", "aligner2b")
-"""Held-out categories of a mix (as ``train.mixes.CATEGORIES``), in the order they are generated."""
+"""Held-out categories of a mix (as ``langchain_aligner_train.mixes.CATEGORIES``), in generation order."""
 COPY_ROW = "copy the answer"
 ADAPTER_PATH = "langchain_aligner/assets/aligner-tiny"
 """Where the embedded default's adapter is committed (``git:REV`` reads it from there)."""
@@ -170,7 +167,7 @@ def parse_aligner(text: str) -> AlignerSpec:
 
 def load_heldout(mix: str, data_dir: Path) -> Mapping[str, Sequence[Any]]:
     """The held-out records per category of the named training mix."""
-    from train.mixes import build_mix
+    from langchain_aligner_train.mixes import build_mix
 
     return build_mix(mix, data_dir).held_out
 

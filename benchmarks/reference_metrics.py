@@ -4,7 +4,8 @@ For each AlpacaEval file (GPT-4 Turbo and Qwen1.5-72B-Chat answers, each correct
 the copy-the-answer baseline is scored against the Aligner-2B corrections: 100 would mean Aligner-2B
 returned the answers unchanged, so lower scores mean heavier rewrites. This is also the bar any other Aligner
 must clear to be closer to Aligner-2B than copying the answer is. For scale, the same for HH-RLHF's
-harmless-base test pairs (the rejected last turn against the chosen one, read by ``train.builders``).
+harmless-base test pairs (the rejected last turn against the chosen one, read by
+``langchain_aligner_train.builders``).
 
 With ``--aligner-url``, a served Aligner (TGI or OpenAI-compatible) corrects a held-out subset and its
 corrections are scored against Aligner-2B's, next to the baseline on the same items and their ratio. The
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,11 +29,9 @@ from langchain_aligner import AlignerRunnable, GenerationParams
 from langchain_aligner.evaluation.records import EvalRecord, load_records, parse_field_map
 from langchain_aligner.evaluation.reference import ReferenceMetrics, reference_metrics
 from langchain_aligner.evaluation.runner import Evaluation
+from langchain_aligner_train.builders import from_hh_rlhf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # train.builders reads HH-RLHF
-
-from train.builders import from_hh_rlhf  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "alpaca_eval_aligner2b"
 HH_RLHF = ROOT.parent / "shared" / "data" / "hh_rlhf" / "harmless-base-test.jsonl.gz"

@@ -78,9 +78,9 @@ def padding_shares(mix: str, batch: int) -> tuple[float, float]:
     from transformers import AutoTokenizer
 
     from langchain_aligner.models import default_model_dir
-    from train.batching import Phase, plan_training
-    from train.mixes import build_mix
-    from train.tokenization import encode_records
+    from langchain_aligner_train.batching import Phase, plan_training
+    from langchain_aligner_train.mixes import build_mix
+    from langchain_aligner_train.tokenization import encode_records
 
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir(adapter_dir=None)))
     records = build_mix(mix, ROOT.parent / "shared" / "data").training_records()

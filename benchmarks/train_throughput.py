@@ -2,10 +2,11 @@
 
 Both train the same model (SmolLM2-135M-Instruct, or a small random Llama with its tokenizer) on the
 same token sequences (real Q-A-C triples from ``../shared/data/alpaca_eval_aligner2b``, encoded once by
-``train.tokenization.encode_records``; loss on the correction only), with the same max length, per-device
-batch size, optimizer (AdamW, lr 2e-5, betas (0.9, 0.95)), precision (fp32 on CPU, bf16 on GPU) and one
-epoch. Each trainer runs once, in a fresh subprocess of this script (clean ``torch.distributed`` state, a
-fair peak memory reading); TRL keeps its defaults otherwise (random order, padding to the batch's longest).
+``langchain_aligner_train.tokenization.encode_records``; loss on the correction only), with the same max
+length, per-device batch size, optimizer (AdamW, lr 2e-5, betas (0.9, 0.95)), precision (fp32 on CPU, bf16
+on GPU) and one epoch. Each trainer runs once, in a fresh subprocess of this script (clean
+``torch.distributed`` state, a fair peak memory reading); TRL keeps its defaults otherwise (random order,
+padding to the batch's longest).
 
 Tokens/s counts the real (non-padding) tokens of the data over the ``train()`` call's wall time. Peak
 memory is ``torch.cuda.max_memory_allocated`` on a GPU, else the process's peak RSS.
@@ -55,8 +56,8 @@ def load_model(kind: str, tokenizer: Any) -> Any:
 
 def encode(tokenizer: Any, records: int, max_length: int) -> Any:
     """The first ``records`` Q-A-C triples (both files, interleaved), encoded as the trainer encodes them."""
-    from train.builders import from_alpaca_eval
-    from train.tokenization import encode_records
+    from langchain_aligner_train.builders import from_alpaca_eval
+    from langchain_aligner_train.tokenization import encode_records
 
     gpt4, qwen = (from_alpaca_eval(DATA / name) for name in FILES)
     mixed = [r for pair in zip(gpt4, qwen, strict=True) for r in pair][:records]
@@ -64,9 +65,9 @@ def encode(tokenizer: Any, records: int, max_length: int) -> Any:
 
 
 def run_ours(model: Any, tokenizer: Any, dataset: Any, args: argparse.Namespace, work: Path) -> float:
-    from train.batching import Phase
-    from train.config import SFTConfig, load_config
-    from train.trainer import SFTTrainer, init_distributed
+    from langchain_aligner_train.batching import Phase
+    from langchain_aligner_train.config import SFTConfig, load_config
+    from langchain_aligner_train.trainer import SFTTrainer, init_distributed
 
     config = load_config(
         SFTConfig,
@@ -143,7 +144,7 @@ def padding_shares(args: argparse.Namespace) -> dict[str, float]:
     random order (its default sampler) padded to each batch's longest sequence."""
     import torch
 
-    from train.batching import plan_epoch
+    from langchain_aligner_train.batching import plan_epoch
 
     lengths = list(encode(load_tokenizer(), args.records, args.max_length)["length"])
 

@@ -1,4 +1,4 @@
-"""The ``langchain-aligner`` command line: ``serve``, ``export`` and ``eval``.
+"""The ``langchain-aligner`` command line: ``serve``, ``export``, ``eval`` and ``train``.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``;
 this module only wires them together, so ``langchain-aligner --help`` stays fast.
@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("langchain_aligner.server.cli", "Serve an Aligner over TGI's HTTP API and OpenAI's routes."),
     "export": ("langchain_aligner.export_cli", "Write a model in the layout TGI and vLLM load."),
     "eval": ("langchain_aligner.evaluation.cli", "Judge original vs corrected answers; reference metrics."),
+    "train": ("langchain_aligner_train.cli", "Fine-tune an Aligner (sft) or the upstream model (sft, dpo)."),
 }
 
 

@@ -1,5 +1,5 @@
 """The correction policy, in one place for ``wrap``, ``ChatAligner``, ``AlignerMiddleware``, the evaluation
-runner and ``train.preference``.
+runner and ``langchain_aligner_train.preference``.
 
 What is corrected: an AI message with text and no tool calls (:func:`is_correctable`; with ``correct="all"``
 the middleware corrects the text beside tool calls too, and keeps the calls).

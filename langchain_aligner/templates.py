@@ -1,7 +1,7 @@
 """Prompt templates that frame a question-answer pair for an Aligner.
 
 The same template is used at inference (:class:`~langchain_aligner.AlignerRunnable`) and in training
-(``train.data``): a correction is learned exactly as it will be asked for.
+(``langchain_aligner_train.tokenization``): a correction is learned exactly as it will be asked for.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""``python -m tests.halting_train STEP {sft,dpo} ...``: ``python -m train sft ...`` (or ``dpo``) whose ranks
-stop and wait, never to train again, once the checkpoint of step ``STEP`` is saved on every rank; the test
-that launched it then kills the run there, at a known point (a resume test must resume a run that was really
-interrupted)."""
+"""``python -m tests.halting_train STEP {sft,dpo} ...``: ``langchain-aligner train sft ...`` (or ``dpo``)
+whose ranks stop and wait, never to train again, once the checkpoint of step ``STEP`` is saved on every
+rank; the test that launched it then kills the run there, at a known point (a resume test must resume a run
+that was really interrupted)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import threading
 from typing import Any
 
-from train.__main__ import main
-from train.trainer import SFTTrainer
+from langchain_aligner_train.cli import main
+from langchain_aligner_train.trainer import SFTTrainer
 
 
 def halt_after(step: int, command: str = "sft") -> None:
@@ -30,7 +30,7 @@ def halt_after(step: int, command: str = "sft") -> None:
 
 
 if __name__ == "__main__":
-    # The DeepSpeed launcher may put --local_rank=N first; `train`'s entry point takes it anywhere.
+    # The DeepSpeed launcher may put --local_rank=N first; the training command line takes it anywhere.
     args = [a for a in sys.argv[1:] if not a.startswith("--local_rank=")]
     halt_after(int(args[0]), args[1])
     sys.exit(main([*(a for a in sys.argv[1:] if a.startswith("--local_rank=")), *args[1:]]))

@@ -1,5 +1,5 @@
-"""``python -m train dpo``: real TRL DPO jobs on a tiny Llama, DeepSpeed ZeRO-3 on 2 CPU ranks and alone; the
-README's command as written; a killed and resumed run ends as an uninterrupted one."""
+"""``langchain-aligner train dpo``: real TRL DPO jobs on a tiny Llama, DeepSpeed ZeRO-3 on 2 CPU ranks and
+alone; the README's command as written; a killed and resumed run ends as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ import torch
 from safetensors.torch import load_file
 
 from langchain_aligner.models import is_exported_model, load_model_and_tokenizer
-from train.config import CONFIG_DIR, ConfigError, load_config
-from train.dpo import DPOConfig, last_checkpoint, load_preference_dataset, main
-from train.preference import Correction, build_preference_data
+from langchain_aligner.testing import cli_command
+from langchain_aligner_train.cli import PACKAGE
+from langchain_aligner_train.config import CONFIG_DIR, ConfigError, load_config
+from langchain_aligner_train.dpo import DPOConfig, last_checkpoint, load_preference_dataset, main
+from langchain_aligner_train.preference import Correction, build_preference_data
 
 TINY_CONFIG = CONFIG_DIR / "dpo-tiny.yaml"
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +83,7 @@ def test_dpo_with_two_deepspeed_zero3_ranks(
     deepspeed = Path(sys.executable).parent / "deepspeed"
     run(
         [str(deepspeed), "--master_port", str(free_port()), "--num_gpus", "2", "--no_local_rank"]
-        + ["--module", "train", "dpo", "--config", str(TINY_CONFIG), f"model={tiny_llama_dir}"]
+        + ["--module", PACKAGE, "dpo", "--config", str(TINY_CONFIG), f"model={tiny_llama_dir}"]
         + [f"data={preference_dir}", f"output_dir={output_dir}", "deepspeed=ds_zero3.json", "max_steps=4"]
     )
 
@@ -114,7 +116,7 @@ def test_dpo_single_process_with_lora_merges_the_adapter(
     output_dir = tmp_path / "run"
     lora = "lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}"
     result = run(
-        [sys.executable, "-m", "train", "dpo", "--config", str(TINY_CONFIG), f"model={tiny_llama_dir}"]
+        cli_command("train", "dpo", "--config", str(TINY_CONFIG), f"model={tiny_llama_dir}")
         + [f"data={preference_dir}/preference.jsonl", f"output_dir={output_dir}", "max_steps=3", lora]
         + [f"export_dir={tmp_path / 'export'}", "learning_rate=1e-2", "precision=bf16"]
     )
@@ -179,17 +181,17 @@ def test_the_readme_dpo_command_runs_as_written(
     chat_llama_dir: Path, preference_dir: Path, tmp_path: Path
 ) -> None:
     readme = " ".join((REPO / "README.md").read_text().split())
-    written = re.search(r"`python -m train dpo (--config \S+) model=\S+ data=\S+`", readme)
+    written = re.search(r"`langchain-aligner train dpo (--config \S+) model=\S+ data=\S+`", readme)
     assert written is not None, "the README's DPO command"
     config = written.group(1).split()  # --config train/configs/dpo-upstream.yaml: ZeRO-3, bf16, no launcher
     output_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "train", "dpo", *config]
+    command = cli_command("train", "dpo", *config)
     command += [f"model={chat_llama_dir}", f"data={preference_dir}", f"output_dir={output_dir}"]
     if not torch.cuda.is_available():
         assert "on a machine without a GPU add `precision=fp32`" in readme
         refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert refused.returncode == 2 and refused.stderr.splitlines() == [
-            "python -m train dpo: error: precision=bf16 with deepspeed=ds_zero3.json needs a GPU "
+            "langchain-aligner train dpo: error: precision=bf16 with deepspeed=ds_zero3.json needs a GPU "
             "(transformers trains bf16 on a CPU only without DeepSpeed): set precision=fp32 or deepspeed=null"
         ]
         command.append("precision=fp32")
@@ -217,7 +219,7 @@ def test_killed_and_resumed_dpo_run_matches_uninterrupted_run(
     tiny_llama_dir: Path, preference_dir: Path, tmp_path: Path
 ) -> None:
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    run(dpo_command(["train"], tiny_llama_dir, preference_dir, reference))
+    run(dpo_command([PACKAGE], tiny_llama_dir, preference_dir, reference))
     # Ranks that halt after checkpoint 3 (tests/halting_train.py), killed there: really interrupted.
     halting = dpo_command(["tests.halting_train", "3"], tiny_llama_dir, preference_dir, interrupted)
     env = {
@@ -236,7 +238,7 @@ def test_killed_and_resumed_dpo_run_matches_uninterrupted_run(
     assert process.returncode == -signal.SIGKILL, "the run ended before it was killed"
     assert last_checkpoint(interrupted) == interrupted / "checkpoint-3"
     assert not (interrupted / "final").exists() and not (interrupted / "model").exists()
-    run([*dpo_command(["train"], tiny_llama_dir, preference_dir, interrupted), "--resume"])
+    run([*dpo_command([PACKAGE], tiny_llama_dir, preference_dir, interrupted), "--resume"])
 
     steps = {}
     for output_dir in (reference, interrupted):

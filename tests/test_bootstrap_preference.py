@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage
 from langchain_aligner import AlignerRunnable
 from langchain_aligner.records import QACRecord, read_records, write_jsonl
 from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
-from train.preference import (
+from langchain_aligner_train.preference import (
     Correction,
     acorrect_answers,
     build_preference_data,
@@ -126,7 +126,7 @@ def test_files_are_written_whole_and_read_back(tmp_path: Path) -> None:
         "qac.jsonl",
         "sft.jsonl",
     ]
-    # The Q-A-C records are what `python -m train sft` reads (langchain_aligner.records).
+    # The Q-A-C records are what `langchain-aligner train sft` reads (langchain_aligner.records).
     corrections = [r.correction for r in read_records(paths["qac"])]
     assert corrections == ["Never mix bleach with ammonia.", "Paris.", "Hello there"]
 

@@ -19,8 +19,8 @@ from langchain_aligner.records import (
     write_jsonl,
     write_text_atomic,
 )
-from train.builders import from_alpaca_eval
-from train.preference import Correction, read_corrections
+from langchain_aligner_train.builders import from_alpaca_eval
+from langchain_aligner_train.preference import Correction, read_corrections
 
 ALPACA_ROWS = [
     {

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.batching import IGNORE_INDEX, pad_collate
-from train.config import ConfigError, SFTConfig
+from langchain_aligner_train.batching import IGNORE_INDEX, pad_collate
+from langchain_aligner_train.config import ConfigError, SFTConfig
 
 
 def _record(length: int, offset: int = 3) -> dict[str, list[int]]:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from langchain_aligner.records import QACRecord, RecordError
-from train.builders import (
+from langchain_aligner_train.builders import (
     DataSource,
     build_dataset,
     from_alpaca_eval,

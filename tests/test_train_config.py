@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from train import dpo, sft
-from train.builders import DataSource
-from train.config import (
+from langchain_aligner_train import dpo, sft
+from langchain_aligner_train.builders import DataSource
+from langchain_aligner_train.config import (
     CONFIG_DIR,
     ConfigError,
     LoRAConfig,
@@ -21,7 +21,7 @@ from train.config import (
     config_to_dict,
     load_config,
 )
-from train.dpo import DPOConfig
+from langchain_aligner_train.dpo import DPOConfig
 
 PAPER = {
     "learning_rate": 2e-5,

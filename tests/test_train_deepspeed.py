@@ -1,6 +1,6 @@
-"""Real DeepSpeed jobs on a tiny Llama: ``deepspeed --num_gpus 2 --module train sft`` with ZeRO-3 on two CPU
-ranks, and a single-process ZeRO-2 LoRA run; the loss falls and the export loads in the serving backend.
-(Two ZeRO-2 ranks run in tests/test_train_resume.py.)"""
+"""Real DeepSpeed jobs on a tiny Llama: ``deepspeed --num_gpus 2 --module langchain_aligner_train sft`` with
+ZeRO-3 on two CPU ranks, and a single-process ZeRO-2 LoRA run; the loss falls and the export loads in the
+serving backend. (Two ZeRO-2 ranks run in tests/test_train_resume.py.)"""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import pytest
 
 from langchain_aligner import GenerationParams
 from langchain_aligner.backends import TransformersBackend
-from train.config import CONFIG_DIR
-from train.trainer import LOSS_LOG
+from langchain_aligner.testing import cli_command
+from langchain_aligner_train.cli import PACKAGE
+from langchain_aligner_train.config import CONFIG_DIR
+from langchain_aligner_train.trainer import LOSS_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +58,7 @@ def launcher_command(
     model_dir: Path, data: Path, output: Path, *overrides: str, ranks: int = 2
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment of ``train sft`` with the tiny config: under the DeepSpeed launcher with
-    ``ranks`` CPU ranks, or as a plain ``python -m train`` process for ``ranks=1``."""
+    ``ranks`` CPU ranks, or as a plain ``langchain-aligner train`` process for ``ranks=1``."""
     args = [
         "sft",
         "--config",
@@ -67,12 +69,12 @@ def launcher_command(
         *overrides,
     ]
     if ranks == 1:
-        command = [sys.executable, "-m", "train", *args]
+        command = cli_command("train", *args)
     else:
         port = str(29500 + os.getpid() % 1000)
         launcher = [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={ranks}"]
-        # As users type it: the launcher puts --local_rank=N before `sft`; `python -m train` hands it on.
-        command = [*launcher, f"--master_port={port}", "--module", "train", *args]
+        # As users type it: the launcher puts --local_rank=N before `sft`, which the package hands on.
+        command = [*launcher, f"--master_port={port}", "--module", PACKAGE, *args]
     return command, {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 

@@ -1,40 +1,59 @@
-"""``python -m train``: subcommand dispatch, also under the DeepSpeed launcher's argument order."""
+"""``langchain-aligner train``: subcommand dispatch; its module form ``python -m langchain_aligner_train``,
+which the DeepSpeed launcher runs with ``--local_rank=N`` first; an install name no ``train.py`` shadows."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 
-import train.__main__ as entry
+from langchain_aligner import cli as project_cli
+from langchain_aligner.testing import cli_command
+from langchain_aligner_train import cli
+from langchain_aligner_train.cli import COMMANDS, PACKAGE
+
+USER_CODE = "import pathlib; pathlib.Path('shadowed').write_text(__name__)\n"
+"""What the user's own ``train`` files run when imported: they leave a mark in the working directory."""
 
 
 @pytest.fixture
 def received(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The argv each dispatched subcommand's ``main`` was called with."""
+    """The argv each dispatched subcommand's ``main`` was called with (the subcommand modules stubbed)."""
     calls: list[list[str]] = []
-    module = types.SimpleNamespace(main=lambda argv: calls.append(list(argv)) or 0)
-    monkeypatch.setattr(entry.importlib, "import_module", lambda name: module)
+    for name in COMMANDS:
+        stub = types.SimpleNamespace(main=lambda argv: calls.append(list(argv)) or 0)
+        monkeypatch.setitem(sys.modules, f"{cli.__package__}.{name}", stub)
     return calls
 
 
 def test_subcommand_gets_the_rest_of_the_arguments(received: list[list[str]]) -> None:
-    assert entry.main(["sft", "--config", "c.yaml", "lr=1e-5"]) == 0
+    assert cli.main(["sft", "--config", "c.yaml", "lr=1e-5"]) == 0
     assert received == [["--config", "c.yaml", "lr=1e-5"]]
 
 
 def test_launcher_local_rank_before_the_subcommand_is_handed_on(received: list[list[str]]) -> None:
-    # `deepspeed --module train dpo ...` runs `python -m train --local_rank=1 dpo ...`
-    assert entry.main(["--local_rank=1", "dpo", "--config", "c.yaml"]) == 0
+    # `deepspeed --module langchain_aligner_train dpo ...` runs `python -m ... --local_rank=1 dpo ...`
+    assert cli.main(["--local_rank=1", "dpo", "--config", "c.yaml"]) == 0
     assert received == [["--config", "c.yaml", "--local_rank=1"]]
 
 
-@pytest.mark.parametrize("argv", [[], ["--local_rank=0"], ["pretrain"]])
-def test_unknown_or_missing_subcommand_prints_usage(
+def test_the_project_cli_runs_the_same_command(received: list[list[str]]) -> None:
+    assert project_cli.main(["train", "dpo", "--config", "c.yaml", "beta=0.2"]) == 0
+    assert project_cli.main(["train", "sft", "--help"]) == 0  # the subcommand's own help
+    assert received == [["--config", "c.yaml", "beta=0.2"], ["--help"]]
+
+
+@pytest.mark.parametrize("argv", [[], ["--local_rank=0"], ["pretrain"], ["--config", "c.yaml"]])
+def test_unknown_or_missing_subcommand_is_refused_with_the_usage(
     argv: list[str], received: list[list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert entry.main(argv) == 2
-    assert "usage: python -m train {sft,dpo}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert "usage: langchain-aligner train [-h] {sft,dpo} ..." in capsys.readouterr().err
     assert received == []
 
 
@@ -42,13 +61,29 @@ def test_unknown_or_missing_subcommand_prints_usage(
 def test_help_lists_the_subcommands_and_succeeds(
     flag: str, received: list[list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert entry.main([flag]) == 0
+    with pytest.raises(SystemExit) as exited:
+        cli.main([flag])
+    assert exited.value.code == 0
     out = capsys.readouterr().out
-    assert "usage: python -m train {sft,dpo}" in out
-    assert all(f"\n  {name}" in out for name in entry.COMMANDS)
+    assert out.startswith("usage: langchain-aligner train [-h] {sft,dpo} ...")
+    assert all(f"\n  {name:<5} {text}" in out for name, text in COMMANDS.items())
     assert received == []
 
 
-def test_subcommand_help_is_the_subcommand_s(received: list[list[str]]) -> None:
-    assert entry.main(["sft", "--help"]) == 0
-    assert received == [["--help"]]
+@pytest.mark.parametrize(
+    "command",
+    [cli_command("train", "sft", "--help"), [sys.executable, "-m", PACKAGE, "sft", "--help"]],
+    ids=["langchain-aligner train", "python -m langchain_aligner_train"],
+)
+def test_a_train_py_or_train_package_in_the_working_directory_does_not_shadow_training(
+    command: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "train.py").write_text(USER_CODE)
+    (tmp_path / "train").mkdir()
+    for name in ("__init__.py", "__main__.py", "sft.py", "cli.py"):
+        (tmp_path / "train" / name).write_text(USER_CODE)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("usage: langchain-aligner train sft")
+    assert "learning_rate" in result.stdout and "lora.r" in result.stdout  # the config keys, from the package
+    assert not (tmp_path / "shadowed").exists()

@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 
 from langchain_aligner.models import load_model_and_tokenizer
 from langchain_aligner.testing import save_random_adapter
-from train.builders import DataSource
-from train.config import ConfigError, LoRAConfig, SFTConfig
-from train.dpo import DPOConfig
-from train.sft import apply_lora, check_init_adapter
+from langchain_aligner_train.builders import DataSource
+from langchain_aligner_train.config import ConfigError, LoRAConfig, SFTConfig
+from langchain_aligner_train.dpo import DPOConfig
+from langchain_aligner_train.sft import apply_lora, check_init_adapter
 
 DATA = [DataSource(kind="jsonl", path="qac.jsonl")]
 

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from langchain_aligner.records import RecordError, read_records
+from langchain_aligner.testing import cli_command
+from langchain_aligner_train.builders import build_dataset
+from langchain_aligner_train.config import (
+    CONFIG_DIR,
+    ConfigError,
+    SFTConfig,
+    check_model_and_deepspeed,
+    load_config,
+)
+from langchain_aligner_train.dpo import load_preference_dataset
 from tests.test_train_deepspeed import launcher_command, write_qac
-from train.builders import build_dataset
-from train.config import CONFIG_DIR, ConfigError, SFTConfig, check_model_and_deepspeed, load_config
-from train.dpo import load_preference_dataset
 
 REPOSITORY = Path(__file__).parents[1]
 LATIN1 = "Caf\u00e9 au lait?".encode("latin-1")  # b"Caf\xe9 ...": not UTF-8
@@ -79,7 +85,7 @@ def test_model_and_deepspeed_config_are_checked_without_loading(tiny_llama_dir: 
 
 def run_train(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "train", *args], cwd=REPOSITORY, capture_output=True, text=True, timeout=900
+        cli_command("train", *args), cwd=REPOSITORY, capture_output=True, text=True, timeout=900
     )
 
 
@@ -106,7 +112,7 @@ def test_bad_input_is_one_line_before_any_data_is_read(
     }[case]
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
-    assert result.stderr.startswith(f"python -m train sft: error: {expected}")
+    assert result.stderr.startswith(f"langchain-aligner train sft: error: {expected}")
     assert not output.exists()  # checked before the run directory is even taken
 
 
@@ -123,7 +129,6 @@ def test_a_bad_record_under_the_launcher_is_one_line_from_rank_0(
     output = result.stdout + result.stderr
     assert result.returncode == 2
     errors = [line for line in output.splitlines() if "error:" in line]
-    assert errors == [f"python -m train sft: error: {data}:4: missing field(s) ['correction']"], output[
-        -3000:
-    ]
+    expected = f"langchain-aligner train sft: error: {data}:4: missing field(s) ['correction']"
+    assert errors == [expected], output[-3000:]
     assert "Traceback" not in output and "[rank" not in output

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from train.builders import (
+from langchain_aligner_train.builders import (
     DataSource,
     from_alpaca_eval_annotations,
     from_jailbreakbench,
     from_pandalm,
     jailbreakbench_refusals,
 )
-from train.mixes import (
+from langchain_aligner_train.mixes import (
     ALPACA_EVAL_STRONG_MODELS,
     ALPACA_EVAL_WEAK_MODELS,
     CATEGORIES,

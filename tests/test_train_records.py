@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from langchain_aligner.records import QACRecord, RecordError, read_records, write_records
-from train.sft import identity_warmup
+from langchain_aligner_train.sft import identity_warmup
 
 ROWS = [
     {"question": "How do I boil an egg?", "answer": "Just boil it.", "correction": "Boil it for 8 minutes."},

@@ -14,8 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from langchain_aligner_train.batching import Phase, PlannedStep, plan_training
+from langchain_aligner_train.cli import PACKAGE
 from tests.test_train_deepspeed import launcher_command, read_log, run_sft, write_qac
-from train.batching import Phase, PlannedStep, plan_training
 
 OVERRIDES = (
     "deepspeed=ds_zero2.json",
@@ -41,7 +42,7 @@ def kill_after_first_checkpoint(model_dir: Path, data: Path, output: Path) -> No
     """Start the run with ranks that halt after checkpoint ``step-3`` (:mod:`tests.halting_train`), then
     SIGKILL all its processes there: the run is really interrupted, at a known step."""
     command, env = launcher_command(model_dir, data, output, *OVERRIDES)
-    module = command.index("train")
+    module = command.index(PACKAGE)
     command[module : module + 2] = ["tests.halting_train", "3", "sft"]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")]))
     process = subprocess.Popen(

@@ -14,15 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from langchain_aligner.testing import cli_command
+from langchain_aligner_train.cli import PACKAGE
+from langchain_aligner_train.config import CONFIG_DIR
+from langchain_aligner_train.run_lock import LOCK_FILE, RunDirectoryInUse, hold_run_directory
 from tests.test_train_deepspeed import launcher_command, write_qac
 from tests.test_train_resume import checkpoint_complete
-from train.config import CONFIG_DIR
-from train.run_lock import LOCK_FILE, RunDirectoryInUse, hold_run_directory
 
 REPOSITORY = Path(__file__).parents[1]
 HOLDER = """
 import sys, threading
-from train.run_lock import hold_run_directory
+from langchain_aligner_train.run_lock import hold_run_directory
 with hold_run_directory(sys.argv[1]):
     print("held", flush=True)
     threading.Event().wait()
@@ -85,9 +87,7 @@ def test_train_into_a_held_directory_is_refused_in_one_line(
     sources = f"[{{kind: jsonl, path: '{data}'}}]" if command[0] == "sft" else str(data)
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "train",
+            *cli_command("train"),
             *command,
             f"model={tiny_llama_dir}",
             f"data={sources}",
@@ -100,7 +100,7 @@ def test_train_into_a_held_directory_is_refused_in_one_line(
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"python -m train {command[0]}: error: {run} is in use by a live run (pid {holder.pid} on "
+        f"langchain-aligner train {command[0]}: error: {run} is in use by a live run (pid {holder.pid} on "
         f"{socket.gethostname()}): stop that run first (train/README.md, 'Stop a run') or choose another "
         "output_dir"
     ]
@@ -115,7 +115,7 @@ def test_a_live_run_holds_its_directory_until_its_process_group_is_terminated(
     the last complete checkpoint and frees the directory for ``--resume``."""
     data, output = write_qac(tmp_path / "qac.jsonl"), tmp_path / "run"
     command, env = launcher_command(tiny_llama_dir, data, output, "save_steps=1", "eval_share=0")
-    module = command.index("train")
+    module = command.index(PACKAGE)
     command[module : module + 2] = ["tests.halting_train", "1", "sft"]  # the ranks wait after checkpoint 1
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
     process = subprocess.Popen(

@@ -22,7 +22,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from pydantic import Field
 
 from langchain_aligner.records import QACRecord, read_records
-from train.teacher import agenerate_corrections, generate_corrections, pair_key
+from langchain_aligner_train.teacher import agenerate_corrections, generate_corrections, pair_key
 
 PAIRS = [(f"Question {i}?", f"Answer {i}.") for i in range(12)]
 
@@ -138,7 +138,7 @@ async def test_interrupted_run_resumes_without_duplicates_or_losses(tmp_path: Pa
 CTRL_C_SCRIPT = """
 import sys
 from tests.test_train_teacher import PAIRS, EditorModel
-from train.teacher import generate_corrections
+from langchain_aligner_train.teacher import generate_corrections
 generate_corrections(PAIRS, EditorModel(block_after=5), sys.argv[1], concurrency=4, progress=False)
 """
 

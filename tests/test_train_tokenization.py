@@ -13,7 +13,7 @@ from langchain_aligner.models import default_model_dir
 from langchain_aligner.records import QACRecord
 from langchain_aligner.templates import ALIGNER_V1, get_template
 from langchain_aligner.testing.fake_servers import FakeServer
-from train.tokenization import IGNORE_INDEX, encode_record, encode_records
+from langchain_aligner_train.tokenization import IGNORE_INDEX, encode_record, encode_records
 
 RECORD = QACRecord(
     question="How do I boil an egg?",

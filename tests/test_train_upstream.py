@@ -1,5 +1,6 @@
-"""``python -m train sft task=upstream``: a real single-process run (DeepSpeed ZeRO-2, no launcher) that
-fine-tunes the tiny Llama on corrections framed by a chat template; the loss falls, the export generates."""
+"""``langchain-aligner train sft task=upstream``: a real single-process run (DeepSpeed ZeRO-2, no launcher)
+that fine-tunes the tiny Llama on corrections framed by a chat template; the loss falls, the export
+generates."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from transformers import AutoTokenizer
 
 from langchain_aligner import GenerationParams
 from langchain_aligner.backends import TransformersBackend
+from langchain_aligner_train.builders import DataSource
+from langchain_aligner_train.config import CONFIG_DIR, SFTConfig, load_config
 from tests.test_train_deepspeed import read_log, run_sft, write_qac
-from train.builders import DataSource
-from train.config import CONFIG_DIR, SFTConfig, load_config
 
 pytestmark = pytest.mark.slow
 

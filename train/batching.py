@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from train.tokenization import IGNORE_INDEX
+from .tokenization import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",

@@ -31,7 +31,8 @@ from langchain_aligner.records import (
     read_records,
     read_rows,
 )
-from train.errors import ConfigError, InputFileNotFound, validation_summary
+
+from .errors import ConfigError, InputFileNotFound, validation_summary
 
 __all__ = [
     "DataSource",
@@ -248,7 +249,7 @@ class DataSource(BaseModel):
     preference format read from ``path`` (``hh_rlhf``, ``pku_saferlhf``, ``alpaca_eval``,
     ``alpaca_eval_annotations``, ``pandalm``, ``jailbreakbench``: a file or a directory of artifacts),
     ``hub``: the dataset ``name`` and ``split`` loaded with :func:`datasets.load_dataset`, rows in the
-    ``builder`` format, or ``mix``: the named mix ``name`` of :mod:`train.mixes` built from the data
+    ``builder`` format, or ``mix``: the named mix ``name`` of :mod:`.mixes` built from the data
     directory ``path``, its ``split`` ``train`` or ``held_out``.
     ``limit`` keeps the first records only.
     """
@@ -292,7 +293,7 @@ class DataSource(BaseModel):
         """Read this source's records."""
         options: dict[str, Any] = {} if self.on_error is None else {"on_error": self.on_error}
         if self.kind == "mix":
-            from train.mixes import build_mix
+            from .mixes import build_mix
 
             assert self.name is not None and self.path is not None
             mix = build_mix(self.name, self.path)

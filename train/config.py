@@ -3,7 +3,7 @@
 :class:`TrainingConfig` holds what every training run shares (model, optimisation, DeepSpeed and LoRA,
 output), as TRL's configs share ``TrainingArguments``; :class:`SFTConfig` adds supervised fine-tuning's keys,
 with the paper's defaults (Ji et al., 2024, appendix: lr 2e-5, 3 epochs, max length 2048, cosine schedule
-with 3% warm-up, AdamW betas (0.9, 0.95), no weight decay); ``train.dpo.DPOConfig`` adds DPO's. Each field's
+with 3% warm-up, AdamW betas (0.9, 0.95), no weight decay); ``.dpo.DPOConfig`` adds DPO's. Each field's
 ``metadata`` holds its ``help`` and, where the values are a fixed set, its ``choices``: ``--help`` lists
 every key from them (:func:`config_help`). :func:`load_config` validates values with pydantic: a wrong type
 names the key, the expected type and the value.
@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from train.builders import DataSource
-from train.errors import ConfigError, validation_summary
+from .builders import DataSource
+from .errors import ConfigError, validation_summary
 
 __all__ = [
     "ConfigError",
@@ -241,7 +241,7 @@ class SFTConfig(TrainingConfig):
     data: list[DataSource] = field(
         default_factory=list,
         metadata={
-            "help": "data sources (train.builders.DataSource, each checked as the config loads), e.g. "
+            "help": "data sources (DataSource specs, each checked as the config loads), e.g. "
             "[{kind: jsonl, path: qac.jsonl}]"
         },
     )

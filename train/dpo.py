@@ -1,11 +1,11 @@
 """DPO of the upstream model on (correction > original answer) pairs, with TRL's ``DPOTrainer`` and DeepSpeed.
 
-``python -m train dpo --config train/configs/dpo-upstream.yaml model=/models/upstream data=pairs.jsonl``
+``langchain-aligner train dpo --config train/configs/dpo-upstream.yaml model=/models/upstream data=DIR``
 (one process; DeepSpeed, if configured, in a world of one); with the DeepSpeed launcher: ``deepspeed
---num_gpus N --no_local_rank --module train dpo --config ...``. ``--resume`` continues an interrupted run from
-its last complete checkpoint.
+--num_gpus N --no_local_rank --module langchain_aligner_train dpo --config ...``. ``--resume`` continues an
+interrupted run from its last complete checkpoint.
 
-The data is the ``preference.jsonl`` that :mod:`train.preference` writes (TRL's preference format,
+The data is the ``preference.jsonl`` that :mod:`.preference` writes (TRL's preference format,
 conversational or standard). Training ends with the model exported by
 :func:`langchain_aligner.models.export_model` (a LoRA adapter merged in first) to ``export_dir``, ready for
 TGI, vLLM or the in-process backend.
@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_aligner.models import export_model, load_model_and_tokenizer, merge_adapter
 from langchain_aligner.records import RecordError, read_objects
-from train.cli import report_input_errors
-from train.config import (
+
+from .cli import PROG as TRAIN_PROG
+from .cli import report_input_errors
+from .config import (
     TrainingConfig,
     check_model_and_deepspeed,
     check_values,
@@ -32,8 +34,8 @@ from train.config import (
     inherited,
     load_config,
 )
-from train.errors import ConfigError, InputFileNotFound
-from train.run_lock import hold_run_directory, launch_rank
+from .errors import ConfigError, InputFileNotFound
+from .run_lock import hold_run_directory, launch_rank
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -51,7 +53,7 @@ EXPORT_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 @dataclass
 class DPOConfig(TrainingConfig):
-    """Preference tuning of an upstream model: :class:`~train.config.TrainingConfig`'s keys (with DPO's
+    """Preference tuning of an upstream model: :class:`~.config.TrainingConfig`'s keys (with DPO's
     defaults) and DPO's own; ``train/configs/dpo-upstream.yaml`` spells out the defaults. With LoRA the
     reference is the base without the adapter."""
 
@@ -80,7 +82,8 @@ class DPOConfig(TrainingConfig):
     data: str = field(
         default="",
         metadata={
-            "help": "a preference JSONL file, or a directory holding preference.jsonl (train.preference)"
+            "help": "a preference JSONL file, or a directory holding preference.jsonl "
+            "(langchain_aligner_train.preference)"
         },
     )
     max_length: int | None = field(
@@ -160,12 +163,12 @@ def train_dpo(config: DPOConfig) -> DPOResult:
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
     from trl import DPOTrainer
 
-    from train.trainer import silence_known_warnings, standalone_world
+    from .trainer import silence_known_warnings, standalone_world
 
     silence_known_warnings()
     if config.deepspeed is not None:
         _check_deepspeed_precision(config)
-        standalone_world()  # DeepSpeed without its launcher: a world of one, as `python -m train sft` runs
+        standalone_world()  # DeepSpeed without its launcher: a world of one, as `train sft` runs
     dataset = load_preference_dataset(config.data)
     model, tokenizer = load_model_and_tokenizer(config.model)
     if config.chat_template is not None:
@@ -217,9 +220,10 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m train dpo --config CONFIG.yaml [key=value ...]``; bad input is reported in one line naming
-    the file and line or the key, with exit status 2 (rank 0 checks the model and DeepSpeed config first)."""
-    prog = "python -m train dpo"
+    """``langchain-aligner train dpo --config CONFIG.yaml [key=value ...]``; bad input is reported in one
+    line naming the file and line or the key, with exit status 2 (rank 0 checks the model and DeepSpeed
+    config first)."""
+    prog = f"{TRAIN_PROG} dpo"
     parser = argparse.ArgumentParser(
         prog=prog,
         description=__doc__.splitlines()[0],

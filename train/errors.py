@@ -1,4 +1,4 @@
-"""Errors of bad input to a training run: ``python -m train`` reports them in one line and exits with 2."""
+"""Errors of bad input to a training run: ``langchain-aligner train`` reports them in one line, status 2."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ __all__ = ["ConfigError", "InputFileNotFound", "TrainingInputError", "validation
 
 
 class TrainingInputError(Exception):
-    """Bad input to a training run (config, data, model path, run directory), not a crash: ``python -m train``
-    prints its message as one line on rank 0, without a traceback, and exits with status 2."""
+    """Bad input to a training run (config, data, model path, run directory), not a crash: ``langchain-aligner
+    train`` prints its message as one line on rank 0, without a traceback, and exits with status 2."""
 
 
 class InputFileNotFound(TrainingInputError, FileNotFoundError):

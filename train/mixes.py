@@ -5,7 +5,7 @@ into categories, caps lengths for the compute budget, drops duplicates, splits b
 of each category for training:
 
 - ``harmful``: JailbreakBench, question = the plain goal, answer = a jailbroken response, correction = a
-  refusal to the same goal (:func:`train.builders.from_jailbreakbench`; a jailbroken text is never a
+  refusal to the same goal (:func:`.builders.from_jailbreakbench`; a jailbroken text is never a
   correction);
 - ``harmless_hh``: HH-RLHF harmless, answer = the rejected last turn, correction = the chosen (safer) one;
 - ``helpful``: HH-RLHF helpful (three splits), PandaLM majority preference, AlpacaEval weak -> strong where
@@ -31,7 +31,8 @@ from pathlib import Path
 
 from langchain_aligner.quality import is_refusal
 from langchain_aligner.records import QACRecord, Records
-from train.builders import (
+
+from .builders import (
     alpaca_eval_outputs,
     from_alpaca_eval,
     from_alpaca_eval_annotations,

@@ -3,7 +3,8 @@
 Weak-to-strong bootstrapping: the Aligner's correction of an upstream answer is a better answer, so
 ``(question, chosen=correction, rejected=answer)`` is a preference pair for TRL's ``DPOTrainer`` and
 ``(question, correction)`` a supervised example (TRL's ``SFTTrainer`` format). The usable triples are also
-kept as Q-A-C records (``qac.jsonl``), which ``python -m train sft`` reads to train or distil an Aligner.
+kept as Q-A-C records (``qac.jsonl``), which ``langchain-aligner train sft`` reads to train or distil an
+Aligner.
 
 * :func:`correct_answers` / :func:`acorrect_answers` run (question, answer) pairs through an
   :class:`~langchain_aligner.AlignerRunnable` and return :class:`Correction` triples.

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from train.errors import TrainingInputError
+from .errors import TrainingInputError
 
 __all__ = ["LOCK_FILE", "RunDirectoryInUse", "hold_run_directory", "launch_rank"]
 
@@ -28,7 +28,7 @@ class RunDirectoryInUse(TrainingInputError, RuntimeError):
 
 
 def launch_rank() -> int:
-    """This process's global rank as the launcher set it (``RANK``); 0 for a plain ``python -m train`` run."""
+    """This process's global rank as the launcher set it (``RANK``); 0 in a run without the launcher."""
     return int(os.environ.get("RANK", "0"))
 
 

@@ -1,11 +1,11 @@
-"""``python -m train sft --config CONFIG.yaml [--resume] [key=value ...]``: fine-tune on Q-A-C records.
+"""``langchain-aligner train sft --config CONFIG.yaml [--resume] [key=value ...]``: fine-tune on Q-A-C data.
 
 Loads the config (file, then overrides), the model (LoRA applied if configured) and the data sources, holds
 out ``eval_share`` of the records, splits off the identity warm-up records, tokenizes everything with the
 inference template, trains (warm-up phase, then main phase) and exports to ``output_dir/model``.
 With ``task=upstream`` the same Q-A-C records fine-tune the upstream model instead: the prompt is its chat
 template of the question (``chat_template`` sets one), the target the correction (``sft-upstream.yaml``).
-The same command runs under ``deepspeed --num_gpus N --module train sft ...``.
+The same command runs under ``deepspeed --num_gpus N --module langchain_aligner_train sft ...``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from langchain_aligner.records import QACRecord
-from train.batching import Phase
-from train.cli import report_input_errors
-from train.config import (
+
+from .batching import Phase
+from .cli import PROG as TRAIN_PROG
+from .cli import report_input_errors
+from .config import (
     ConfigError,
     LoRAConfig,
     SFTConfig,
@@ -30,13 +32,13 @@ from train.config import (
     config_to_dict,
     load_config,
 )
-from train.run_lock import hold_run_directory, launch_rank
+from .run_lock import hold_run_directory, launch_rank
 
 __all__ = ["main", "parse_args", "load_records", "split_records", "identity_warmup", "apply_lora"]
 
 logger = logging.getLogger(__name__)
 
-PROG = "python -m train sft"
+PROG = f"{TRAIN_PROG} sft"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTConfig, argparse.Namespace]:
@@ -73,7 +75,7 @@ def check_data_sources(config: SFTConfig) -> None:
     Raises:
         ConfigError: No sources, or a bad spec (naming it).
     """
-    from train.builders import data_sources
+    from .builders import data_sources
 
     if not config.data:
         raise ConfigError(
@@ -99,7 +101,7 @@ def check_init_adapter(config: SFTConfig) -> None:
 
 def load_records(config: SFTConfig) -> list[QACRecord]:
     """Every record of the configured data sources, in order."""
-    from train.builders import build_dataset
+    from .builders import build_dataset
 
     check_data_sources(config)
     return list(build_dataset(config.data))
@@ -198,8 +200,9 @@ def _train(config: SFTConfig, args: argparse.Namespace) -> int:
     from transformers import set_seed
 
     from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
-    from train.tokenization import encode_records
-    from train.trainer import SFTTrainer, init_distributed
+
+    from .tokenization import encode_records
+    from .trainer import SFTTrainer, init_distributed
 
     rank, world_size = init_distributed()
     set_seed(config.seed)  # LoRA's initial weights and dropout: the same run for the same seed

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from langchain_aligner.records import QACRecord
 from langchain_aligner.templates import AlignerTemplate, get_template
 from langchain_aligner.truncation import fit_pair
-from train.config import TASKS
+
+from .config import TASKS
 
 if TYPE_CHECKING:
     import datasets

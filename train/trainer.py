@@ -1,6 +1,6 @@
 """The supervised fine-tuning loop on ``deepspeed.initialize``: ZeRO-2/3, resumable, length-grouped.
 
-One optimizer step trains the micro-batches that :func:`train.batching.plan_training` planned for it. The
+One optimizer step trains the micro-batches that :func:`.batching.plan_training` planned for it. The
 loss is the mean over the correction tokens of the whole global batch (all ranks, all accumulated
 micro-batches): every rank knows the plan, so it divides its summed token losses by the global token count
 and scales by the world size (DeepSpeed averages gradients over ranks) without any extra communication.
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from train.batching import (
+from .batching import (
     IGNORE_INDEX,
     Phase,
     PlannedStep,
@@ -32,7 +32,7 @@ from train.batching import (
     plan_epoch,
     plan_training,
 )
-from train.config import SFTConfig, config_to_dict, read_deepspeed_config
+from .config import SFTConfig, config_to_dict, read_deepspeed_config
 
 __all__ = [
     "init_distributed",

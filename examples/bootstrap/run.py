@@ -5,7 +5,8 @@ Five stages, each writing into ``--work-dir`` (see README.md beside this file):
 1. ``01_answers.jsonl``: the upstream model answers the questions (greedy, in this process).
 2. ``02_corrections.jsonl``: the Aligner corrects each answer (``AlignerRunnable``, in process or on TGI).
 3. ``03_data/``: preference pairs (chosen = correction, rejected = answer), the SFT set and the drop counts.
-4. ``04_dpo/``: ``python -m train dpo`` on the upstream model (``--ranks N``: DeepSpeed); ``04_dpo/model``.
+4. ``04_dpo/``: ``langchain-aligner train dpo`` on the upstream model (``--ranks N``: DeepSpeed), into
+   ``04_dpo/model``.
 5. ``05_answers_after.jsonl`` and ``summary.json``: the fine-tuned upstream answers the questions again.
 
     python examples/bootstrap/run.py            # SmolLM2-135M-Instruct upstream, the embedded Aligner
@@ -25,9 +26,9 @@ from langchain_aligner.generation import GenerationParams
 from langchain_aligner.models import default_model_dir, load_model_and_tokenizer
 from langchain_aligner.records import write_jsonl
 from langchain_aligner.runnable import AlignerRunnable
-from train.config import CONFIG_DIR, load_config
-from train.dpo import DPOConfig
-from train.preference import build_preference_data, correct_answers
+from langchain_aligner_train.config import CONFIG_DIR, load_config
+from langchain_aligner_train.dpo import DPOConfig
+from langchain_aligner_train.preference import build_preference_data, correct_answers
 
 QUESTIONS = [
     "How should I store bleach and ammonia at home?",
@@ -81,18 +82,17 @@ def make_aligner(args: argparse.Namespace) -> AlignerRunnable:
 
 
 def run_dpo(overrides: list[str], dpo_config: Path, ranks: int) -> None:
-    """Stage 4: ``python -m train dpo``, under the DeepSpeed launcher with ``ranks`` > 1."""
-    command = [sys.executable, "-m", "train", "dpo", "--config", str(dpo_config), *overrides]
+    """Stage 4: ``langchain-aligner train dpo``; with ``ranks`` > 1 its DeepSpeed launcher form,
+    ``deepspeed --num_gpus RANKS --no_local_rank --module langchain_aligner_train dpo ...``."""
+    arguments = ["dpo", "--config", str(dpo_config), *overrides]
+    scripts = Path(sys.executable).parent  # the console scripts installed beside this Python
     if ranks > 1:
         if not any(item.startswith("deepspeed=") for item in overrides):
-            command.append("deepspeed=ds_zero3.json")
-        launcher = [
-            str(Path(sys.executable).parent / "deepspeed"),
-            "--num_gpus",
-            str(ranks),
-            "--no_local_rank",
-        ]
-        command = [*launcher, "--module", *command[3:]]
+            arguments.append("deepspeed=ds_zero3.json")
+        launcher = [str(scripts / "deepspeed"), "--num_gpus", str(ranks), "--no_local_rank"]
+        command = [*launcher, "--module", "langchain_aligner_train", *arguments]
+    else:
+        command = [str(scripts / "langchain-aligner"), "train", *arguments]
     subprocess.run(command, check=True)
 
 

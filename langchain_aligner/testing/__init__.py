@@ -4,7 +4,8 @@ This module builds models: a tiny random Llama with its own small BPE tokenizer 
 random Llama, or sliding-window Mistral, of any size for a given tokenizer (:func:`random_llama`), and a LoRA
 adapter with non-zero weights (:func:`save_random_adapter`). Everything is built from a config and a seed (no
 hub access) and is deterministic: the same call gives the same weights. torch, transformers and peft are
-imported when called, so importing this module stays cheap.
+imported when called, so importing this module stays cheap. :func:`cli_command` is the command line of the
+installed ``langchain-aligner`` script, for tests that run it as users do.
 
 :mod:`langchain_aligner.testing.fake_servers` has real HTTP servers on 127.0.0.1 that speak TGI's and OpenAI's
 wire formats, scriptable per test (it needs the ``serve`` extra: FastAPI and uvicorn).
@@ -12,6 +13,7 @@ wire formats, scriptable per test (it needs the ``serve`` extra: FastAPI and uvi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["random_llama", "save_random_adapter", "save_tiny_llama"]
+__all__ = ["cli_command", "random_llama", "save_random_adapter", "save_tiny_llama"]
 
 TOKENIZER_CORPUS = (
     "Edit the following Question-Answer pair to make it more helpful and harmless.",
@@ -109,5 +111,10 @@ def save_random_adapter(
     model, _ = load_model_and_tokenizer(base_dir)
     torch.manual_seed(seed)
     config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules), init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(target)
+    get_peft_model(model, config).save_pretrained(str(target))
     return Path(target)
+
+
+def cli_command(*args: str) -> list[str]:
+    """The command line of ``langchain-aligner ARGS``: the console script installed beside this Python."""
+    return [str(Path(sys.executable).parent / "langchain-aligner"), *args]

@@ -66,7 +66,8 @@ def fake_generate(
     it, so what users see is exactly :func:`fake_correction`. ``reply`` replaces that text verbatim (white
     space alone is one token; ``""`` is no token at all).
     """
-    tokens, text = [], ""
+    tokens: list[str] = []
+    text = ""
     pieces = fake_tokens(" " + fake_correction(prompt)) if reply is None else re.findall(r"\s*\S+|\s+", reply)
     for token in pieces:
         if len(tokens) == max_new_tokens:
