@@ -172,7 +172,7 @@ def load_adapter_weights(model: Any, adapter_dir: Path, lora: LoRAConfig) -> Non
             f"{sorted(saved.get('target_modules') or ())}; this run's lora has r={lora.r}, "
             f"target_modules={sorted(lora.target_modules)}"
         )
-    result = set_peft_model_state_dict(model, load_file(adapter_dir / "adapter_model.safetensors"))
+    result: Any = set_peft_model_state_dict(model, load_file(adapter_dir / "adapter_model.safetensors"))
     missing = [key for key in result.missing_keys if "lora_" in key]
     if missing:
         raise ConfigError(f"lora.init_from: {adapter_dir} lacks {len(missing)} weights, e.g. {missing[0]}")
