@@ -16,12 +16,15 @@ def test_defaults_are_greedy() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"do_sample": True, "temperature": 0.0}, "temperature must be > 0"),
-        ({"do_sample": True, "top_p": 1.0}, r"top_p must be in \(0, 1\)"),
-        ({"do_sample": True, "top_p": 0.0}, r"top_p must be in \(0, 1\)"),
+        ({"do_sample": True, "temperature": 0.0}, "`temperature` must be strictly positive; for greedy"),
+        ({"do_sample": True, "top_p": 1.0}, r"`top_p` must be > 0.0 and < 1.0; leave it unset"),
+        ({"do_sample": True, "top_p": 0.0}, r"`top_p` must be > 0.0 and < 1.0"),
         ({"temperature": 0.7}, "need do_sample=True"),
         ({"top_k": 5}, "need do_sample=True"),
-        ({"max_new_tokens": 0}, "greater than 0"),
+        ({"max_new_tokens": 0}, "`max_new_tokens` must be strictly positive"),
+        ({"repetition_penalty": 0.0}, "`repetition_penalty` must be strictly positive"),
+        ({"stop": ("a", "b", "c", "d", "e")}, "`stop` supports up to 4 stop sequences. Given: 5"),
+        ({"seed": -1}, "greater than or equal to 0"),
         ({"max_tokens": 5}, "Extra inputs are not permitted"),
     ],
 )

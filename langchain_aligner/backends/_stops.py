@@ -21,16 +21,32 @@ class StopTrimmer:
     """Releases streamed text only once it cannot be the start of a stop sequence.
 
     ``feed`` returns the text that is safe to emit; once a stop sequence is complete, ``stopped`` is true
-    and nothing more is released. ``flush`` releases what is held back when the stream ends.
+    and nothing more is released. ``flush`` releases what is held back when the stream ends; ``finish``
+    releases the rest of the whole text when the stream ends with it.
     """
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [s for s in stops if s]
         self._held = ""
+        self._released: list[str] = []
         self.stopped = False
 
     def feed(self, text: str) -> str:
         """Add streamed text; return the part that may be emitted now."""
+        ready = self._release(text)
+        self._released.append(ready)
+        return ready
+
+    def finish(self, whole: str) -> str:
+        """The last piece of a stream that ends with its ``whole`` text (TGI's ``generated_text``): what that
+        text, cut at the first stop sequence, has beyond the pieces released so far, so that the pieces add
+        up to it. (A generation that ends inside a UTF-8 character has it in its whole text, as U+FFFD, but
+        in no token's text.) When the pieces are not the start of it, what is held back."""
+        released = "".join(self._released)
+        whole = cut_at_stop(whole, self._stops)
+        return whole[len(released) :] if whole.startswith(released) else self.flush()
+
+    def _release(self, text: str) -> str:
         if self.stopped:
             return ""
         if not self._stops:

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.generation import GenerationParams
 
-__all__ = ["AlignerBackend", "Generation", "GenerationDelta", "malformed_reply", "stream_cut_short"]
+__all__ = [
+    "AlignerBackend",
+    "Generation",
+    "GenerationDelta",
+    "malformed_reply",
+    "server_error",
+    "stream_cut_short",
+]
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,12 @@ class AlignerBackend(ABC):
     def count_tokens(self, text: str) -> int | None:
         """Number of tokens of ``text`` in the backend's tokenizer, or ``None`` when it cannot tell."""
         return None
+
+
+def server_error(message: str, *, status: int | None, error_type: str | None = None) -> AlignerBackendError:
+    """An error the server answered with ``status`` (``None`` when unknown): retryable when 429 or 5xx."""
+    retryable = status is not None and (status == 429 or status >= 500)
+    return AlignerBackendError(message, status=status, error_type=error_type, retryable=retryable)
 
 
 def malformed_reply(server: str, error: BaseException) -> AlignerBackendError:

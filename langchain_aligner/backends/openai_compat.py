@@ -19,10 +19,16 @@ from langchain_aligner.backends.base import (
     Generation,
     GenerationDelta,
     malformed_reply,
-    stream_cut_short,
+    server_error,
 )
 from langchain_aligner.errors import AlignerBackendError, AlignerTimeoutError
 from langchain_aligner.generation import GenerationParams
+from langchain_aligner.wire.openai_compat import (
+    CompletionStream,
+    SamplingFields,
+    completion_generation,
+    read_error,
+)
 
 __all__ = ["OpenAICompatBackend", "openai_error"]
 
@@ -30,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 
 def openai_error(error: Exception) -> AlignerBackendError:
-    """Translate an ``openai`` exception into :class:`AlignerBackendError` (429/5xx/connection retryable);
+    """Translate an ``openai`` exception into :class:`AlignerBackendError` (429/5xx/connection retryable),
+    with the message and error type its body holds (:func:`~langchain_aligner.wire.openai_compat.read_error`);
     anything else is a reply that is not a completion."""
     if isinstance(error, AlignerBackendError):
         return error
@@ -38,37 +45,28 @@ def openai_error(error: Exception) -> AlignerBackendError:
         return AlignerTimeoutError(f"the completions server did not answer in time: {error}")
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
-        return AlignerBackendError(
-            f"completions server HTTP {status}: {error.message}",
+        try:
+            message, error_type = read_error(error.response.json())
+        except ValueError:  # not JSON
+            message, error_type = None, None
+        return server_error(
+            f"completions server HTTP {status}: {message or error.message}",
             status=status,
-            error_type=str(error.type) if error.type else None,
-            retryable=status == 429 or status >= 500,
+            error_type=error_type,
         )
     if isinstance(error, openai.APIConnectionError):
         return AlignerBackendError(f"cannot reach the completions server: {error}", retryable=True)
-    if isinstance(error, openai.APIError):  # an error event inside a stream
-        return AlignerBackendError(f"completions server error: {error.message}", error_type=error.type)
+    if isinstance(error, openai.APIError):  # an error event in a stream: the client keeps its "error" only
+        message, error_type = read_error({"error": error.body})
+        return AlignerBackendError(
+            f"completions server error: {message or error.message}", error_type=error_type or error.type
+        )
     return malformed_reply("the completions server", error)
 
 
-def _request(model: str, prompt: str, params: GenerationParams) -> dict[str, Any]:
-    """Map :class:`GenerationParams` to a completions request; ``top_k`` and ``repetition_penalty`` go in
-    ``extra_body`` (vLLM and SGLang read them there). Greedy decoding is ``temperature=0``."""
-    extra = {"top_k": params.top_k, "repetition_penalty": params.repetition_penalty}
-    request: dict[str, Any] = {
-        "model": model,
-        "prompt": prompt,
-        "max_tokens": params.max_new_tokens,
-        "temperature": (params.temperature or 1.0) if params.do_sample else 0.0,
-        "extra_body": {k: v for k, v in extra.items() if v is not None} or None,
-    }
-    if params.top_p is not None:
-        request["top_p"] = params.top_p
-    if params.stop:
-        request["stop"] = list(params.stop)
-    if params.seed is not None:
-        request["seed"] = params.seed
-    return request
+def _arguments(model: str, params: GenerationParams) -> dict[str, Any]:
+    """``completions.create`` keyword arguments for ``params`` (the wire's :class:`SamplingFields`)."""
+    return {"model": model, **SamplingFields.of(params).arguments()}
 
 
 class OpenAICompatBackend(AlignerBackend):
@@ -157,7 +155,9 @@ class OpenAICompatBackend(AlignerBackend):
 
     def generate(self, prompt: str, params: GenerationParams) -> Generation:
         try:
-            completion = self._client.completions.create(**_request(self._served_model(), prompt, params))
+            completion = self._client.completions.create(
+                prompt=prompt, **_arguments(self._served_model(), params)
+            )
             return self._finished(completion)
         except Exception as error:
             raise openai_error(error) from error
@@ -166,17 +166,17 @@ class OpenAICompatBackend(AlignerBackend):
         model = await asyncio.to_thread(self._served_model) if self._model is None else self._model
         client = self._async_client.get()
         try:
-            completion = await client.completions.create(**_request(model, prompt, params))
+            completion = await client.completions.create(prompt=prompt, **_arguments(model, params))
             return self._finished(completion)
         except Exception as error:
             raise openai_error(error) from error
 
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[GenerationDelta]:
-        request = _request(self._served_model(), prompt, params)
-        state = _StreamState(request["model"])
+        arguments = _arguments(self._served_model(), params)
+        state = CompletionStream(arguments["model"])
         try:
             with self._client.completions.create(
-                **request, stream=True, stream_options={"include_usage": True}
+                prompt=prompt, **arguments, stream=True, stream_options={"include_usage": True}
             ) as chunks:
                 for chunk in chunks:
                     if delta := state.add(chunk):
@@ -188,12 +188,14 @@ class OpenAICompatBackend(AlignerBackend):
 
     async def astream(self, prompt: str, params: GenerationParams) -> AsyncIterator[GenerationDelta]:
         model = await asyncio.to_thread(self._served_model) if self._model is None else self._model
-        request = _request(model, prompt, params)
-        state = _StreamState(request["model"])
+        state = CompletionStream(model)
         client = self._async_client.get()
         try:
             chunks = await client.completions.create(
-                **request, stream=True, stream_options={"include_usage": True}
+                prompt=prompt,
+                **_arguments(model, params),
+                stream=True,
+                stream_options={"include_usage": True},
             )
             async with chunks:
                 async for chunk in chunks:
@@ -209,46 +211,4 @@ class OpenAICompatBackend(AlignerBackend):
             raise TypeError(
                 f"the body is a {type(completion).__name__}, not a completion: {completion!r:.200}"
             )
-        choice = completion.choices[0]
-        usage = completion.usage
-        return Generation(
-            text=choice.text,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            finish_reason=choice.finish_reason,
-            model=completion.model or self.model_name,
-        )
-
-
-class _StreamState:
-    """Collects a completions stream: text pieces, the finish reason and the closing usage chunk."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage: Any = None
-
-    def add(self, chunk: Any) -> GenerationDelta | None:
-        self.usage = chunk.usage or self.usage
-        if not chunk.choices:
-            return None
-        choice = chunk.choices[0]
-        self.finish_reason = choice.finish_reason or self.finish_reason
-        if not choice.text:
-            return None
-        self.parts.append(choice.text)
-        return GenerationDelta(choice.text)
-
-    def finish(self) -> GenerationDelta:
-        """The closing piece with the finished generation; a stream without a finish reason was cut short."""
-        if self.finish_reason is None:
-            raise stream_cut_short("the completions server")
-        generation = Generation(
-            text="".join(self.parts),
-            prompt_tokens=self.usage.prompt_tokens if self.usage else None,
-            completion_tokens=self.usage.completion_tokens if self.usage else None,
-            finish_reason=self.finish_reason,
-            model=self.model,
-        )
-        return GenerationDelta("", generation=generation)
+        return completion_generation(completion, self.model_name)

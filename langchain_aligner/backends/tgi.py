@@ -13,61 +13,64 @@ from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, TextGe
 from huggingface_hub.utils import hf_raise_for_status
 
 from langchain_aligner.backends._loop_local import LoopLocal
-from langchain_aligner.backends._stops import StopTrimmer, cut_at_stop
+from langchain_aligner.backends._stops import StopTrimmer
 from langchain_aligner.backends.base import (
     AlignerBackend,
     Generation,
     GenerationDelta,
     malformed_reply,
+    server_error,
     stream_cut_short,
 )
 from langchain_aligner.errors import AlignerBackendError, AlignerTimeoutError
 from langchain_aligner.generation import GenerationParams
+from langchain_aligner.wire.tgi import (
+    ERROR_STATUS,
+    GenerateParameters,
+    GenerateResponse,
+    StreamResponse,
+    read_error,
+)
 
 __all__ = ["TGIBackend", "tgi_error"]
 
 logger = logging.getLogger(__name__)
 
-#: TGI's ``error_type`` values and the HTTP status TGI answers them with (tgi-openapi.json).
-ERROR_TYPE_STATUS = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
 _UNKNOWN = object()
-
-
-def _retryable(status: int | None) -> bool:
-    return status is not None and (status == 429 or status >= 500)
 
 
 def tgi_error(error: Exception) -> AlignerBackendError:
     """Translate what huggingface_hub raises into :class:`AlignerBackendError`.
 
-    HTTP errors carry the status on ``__cause__``; an error event inside a stream has only TGI's
-    ``error_type``, which maps back to the status TGI uses for it (``overloaded`` -> 429, ...). Anything
-    else (a body that is not JSON, JSON of another shape) is a reply that is not a generation.
+    An HTTP error carries its status on ``__cause__`` and the ``error_type`` its body names; an error event
+    inside a stream has only the type (as huggingface_hub's class: TGI's four types), which maps back to the
+    status TGI answers it with (``overloaded`` -> 429, ...). Anything else (a body that is not JSON, JSON of
+    another shape) is a reply that is not a generation.
     """
     if isinstance(error, AlignerBackendError):
         return error
     if isinstance(error, (InferenceTimeoutError, httpx2.TimeoutException)):
         return AlignerTimeoutError(f"TGI did not answer in time: {error}")
     if isinstance(error, TextGenerationError):
-        error_type = _error_type_of(error)
         cause = error.__cause__
-        status = cause.response.status_code if isinstance(cause, HfHubHTTPError) else None
-        status = status or ERROR_TYPE_STATUS.get(error_type or "")
-        return AlignerBackendError(
-            f"TGI error ({error_type}): {error}",
-            status=status,
-            error_type=error_type,
-            retryable=_retryable(status),
-        )
+        if isinstance(cause, HfHubHTTPError):
+            body = read_error(cause.response.content)
+            error_type = body.error_type if body else _error_type_of(error)
+            status: int | None = cause.response.status_code
+        else:
+            error_type = _error_type_of(error)
+            status = ERROR_STATUS.get(error_type or "")
+        return server_error(f"TGI error ({error_type}): {error}", status=status, error_type=error_type)
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code
-        return AlignerBackendError(f"TGI HTTP {status}: {error}", status=status, retryable=_retryable(status))
+        return server_error(f"TGI HTTP {status}: {error}", status=status)
     if isinstance(error, (httpx2.TransportError, OSError)):
         return AlignerBackendError(f"cannot reach TGI: {error!r}", retryable=True)
     return malformed_reply("TGI", error)
 
 
 def _error_type_of(error: TextGenerationError) -> str | None:
+    """TGI's ``error_type`` of huggingface_hub's error class (its ``UnknownError`` for any other type)."""
     by_class = {
         "ValidationError": "validation",
         "GenerationError": "generation",
@@ -77,19 +80,10 @@ def _error_type_of(error: TextGenerationError) -> str | None:
     return by_class.get(type(error).__name__)
 
 
-def _tgi_parameters(params: GenerationParams) -> dict[str, Any]:
-    """Map :class:`GenerationParams` to ``text_generation`` keyword arguments (already valid for TGI)."""
-    return {
-        "max_new_tokens": params.max_new_tokens,
-        "do_sample": params.do_sample,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "top_k": params.top_k,
-        "repetition_penalty": params.repetition_penalty,
-        "stop": list(params.stop) or None,
-        "seed": params.seed,
-        "details": True,
-    }
+def _arguments(params: GenerationParams, *, decoder_input_details: bool = False) -> dict[str, Any]:
+    """``text_generation`` keyword arguments for ``params``, with details (the finish reason and counts)."""
+    wire = GenerateParameters.of(params, details=True, decoder_input_details=decoder_input_details)
+    return wire.arguments()
 
 
 class _InferenceClient(InferenceClient):
@@ -228,23 +222,23 @@ class TGIBackend(AlignerBackend):
         return headers
 
     def generate(self, prompt: str, params: GenerationParams) -> Generation:
+        arguments = _arguments(params, decoder_input_details=True)
         try:
-            output = self._client.text_generation(
-                prompt, model=f"{self.url}/generate", decoder_input_details=True, **_tgi_parameters(params)
-            )
+            output = self._client.text_generation(prompt, model=f"{self.url}/generate", **arguments)
+            response = GenerateResponse.model_validate(output)
         except Exception as error:
             raise tgi_error(error) from error
-        return self._finished(output.generated_text, output.details, params)
+        return response.generation(params.stop, self.model_name)
 
     async def agenerate(self, prompt: str, params: GenerationParams) -> Generation:
         client = self._async_client.get()
+        arguments = _arguments(params, decoder_input_details=True)
         try:
-            output = await client.text_generation(
-                prompt, model=f"{self.url}/generate", decoder_input_details=True, **_tgi_parameters(params)
-            )
+            output = await client.text_generation(prompt, model=f"{self.url}/generate", **arguments)
+            response = GenerateResponse.model_validate(output)
         except Exception as error:
             raise tgi_error(error) from error
-        return self._finished(output.generated_text, output.details, params)
+        return response.generation(params.stop, self.model_name)
 
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[GenerationDelta]:
         # A client per stream: huggingface_hub keeps a stream's response open until its client is closed.
@@ -252,7 +246,7 @@ class TGIBackend(AlignerBackend):
             trimmer = StopTrimmer(params.stop)
             try:
                 events = client.text_generation(
-                    prompt, model=f"{self.url}/generate_stream", stream=True, **_tgi_parameters(params)
+                    prompt, model=f"{self.url}/generate_stream", stream=True, **_arguments(params)
                 )
                 finished = False
                 for event in events:
@@ -269,7 +263,7 @@ class TGIBackend(AlignerBackend):
             trimmer = StopTrimmer(params.stop)
             try:
                 events = await client.text_generation(
-                    prompt, model=f"{self.url}/generate_stream", stream=True, **_tgi_parameters(params)
+                    prompt, model=f"{self.url}/generate_stream", stream=True, **_arguments(params)
                 )
                 finished = False
                 async for event in events:
@@ -296,28 +290,12 @@ class TGIBackend(AlignerBackend):
     def _deltas(
         self, event: Any, trimmer: StopTrimmer, params: GenerationParams
     ) -> Iterator[GenerationDelta]:
-        token = event.token
-        text = "" if token.special else trimmer.feed(token.text)
-        if event.details is None:
-            if text:
-                yield GenerationDelta(text)
-            return
-        tail = trimmer.flush()
-        details = event.details
-        finished = Generation(
-            text=cut_at_stop(event.generated_text or "", params.stop),
-            prompt_tokens=details.input_length,
-            completion_tokens=details.generated_tokens,
-            finish_reason=details.finish_reason,
-            model=self.model_name,
-        )
-        yield GenerationDelta(text + tail, generation=finished)
-
-    def _finished(self, text: str, details: Any, params: GenerationParams) -> Generation:
-        return Generation(
-            text=cut_at_stop(text, params.stop),
-            prompt_tokens=len(details.prefill) if details and details.prefill else None,
-            completion_tokens=details.generated_tokens if details else None,
-            finish_reason=details.finish_reason if details else None,
-            model=self.model_name,
-        )
+        """The piece of text ``event`` adds (stop sequences held back and cut); the last piece, with the
+        whole generation, completes the pieces to its text."""
+        event = StreamResponse.model_validate(event)
+        text = "" if event.token.special else trimmer.feed(event.token.text)
+        finished = event.generation(params.stop, self.model_name)
+        if finished is not None:
+            yield GenerationDelta(text + trimmer.finish(finished.text), generation=finished)
+        elif text:
+            yield GenerationDelta(text)

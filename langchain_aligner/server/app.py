@@ -47,32 +47,37 @@ from langchain_aligner.server.engine import (
     FinishEvent,
     TokenEvent,
 )
-from langchain_aligner.server.schemas import (
+from langchain_aligner.wire.openai_compat import (
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
     ChatCompletionResponse,
     ChatRequest,
-    CompatGenerateRequest,
     CompletionChoice,
     CompletionChunk,
     CompletionRequest,
     CompletionResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+    finish_reason,
+)
+from langchain_aligner.wire.tgi import (
+    ERROR_STATUS,
+    HTTP_ERROR_TYPES,
+    CompatGenerateRequest,
     Details,
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
     GenerateStreamRequest,
     Info,
-    ModelCard,
-    ModelList,
     PrefillToken,
     SimpleToken,
     StreamDetails,
     StreamResponse,
     Token,
-    Usage,
 )
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_REQUEST_BODY_TIMEOUT", "create_app"]
@@ -86,23 +91,16 @@ DEFAULT_REQUEST_BODY_TIMEOUT = 30.0
 logger = logging.getLogger(__name__)
 
 _VERSION = version("langchain-aligner")
-_STATUS_ERROR_TYPES = {
-    401: "authentication",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "payload_too_large",
-}
 Events = AsyncIterator[TokenEvent | FinishEvent]
 _Endpoint = Callable[..., Awaitable[Any]]
 
 
 class _Failure(Exception):
-    """An error answered with TGI's error body."""
+    """An error answered with TGI's error body, and the status TGI gives its ``error_type``."""
 
-    def __init__(self, status: int, error_type: str, message: str) -> None:
+    def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
-        self.status, self.error_type, self.message = status, error_type, message
+        self.status, self.error_type, self.message = ERROR_STATUS[error_type], error_type, message
 
     def body(self) -> dict[str, str]:
         return ErrorResponse(error=self.message, error_type=self.error_type).model_dump()
@@ -113,15 +111,15 @@ def _failure(error: Exception) -> _Failure:
     if isinstance(error, _Failure):
         return error
     if isinstance(error, EngineValidationError):  # its message has TGI's "Input validation error: " prefix
-        return _Failure(422, "validation", str(error))
+        return _Failure("validation", str(error))
     if isinstance(error, EngineOverloaded):
-        return _Failure(429, "overloaded", str(error))
+        return _Failure("overloaded", str(error))
     if isinstance(error, EngineUnavailable):  # draining before shutdown
-        return _Failure(503, "unavailable", str(error))
+        return _Failure("unavailable", str(error))
     if isinstance(error, EngineGenerationError):
-        return _Failure(424, "generation", f"Request failed during generation: {error}")
+        return _Failure("generation", f"Request failed during generation: {error}")
     logger.exception("unexpected error while serving a request", exc_info=error)
-    return _Failure(500, "internal", "Internal server error")  # the cause is in the log, not in the answer
+    return _Failure("internal", "Internal server error")  # the cause is in the log, not in the answer
 
 
 def _validation_message(error: RequestValidationError) -> str:
@@ -303,10 +301,6 @@ def _token(event: TokenEvent) -> Token:
     return Token(id=event.id, text=event.text, logprob=_logprob(event), special=event.special)
 
 
-def _openai_finish_reason(finish: FinishEvent) -> str:
-    return "length" if finish.finish_reason == "length" else "stop"
-
-
 def _usage(finish: FinishEvent) -> Usage:
     return Usage(
         prompt_tokens=finish.input_tokens,
@@ -394,7 +388,7 @@ class _Server:
                     self.metrics.finished(finish, started)
                     yield token, finish
                     return
-                raise _Failure(500, "incomplete_generation", "Incomplete generation: the stream ended early")
+                raise _Failure("incomplete_generation", "Incomplete generation: the stream ended early")
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 
@@ -479,12 +473,12 @@ class _Server:
         """The chat template applied to the messages; a leading BOS is dropped, as the engine adds it."""
         tokenizer = self.engine.tokenizer
         if not getattr(tokenizer, "chat_template", None):
-            raise _Failure(422, "validation", "Input validation error: the model has no chat template")
+            raise _Failure("validation", "Input validation error: the model has no chat template")
         try:
             messages = [{"role": m.role, "content": m.text()} for m in request.messages]
             prompt = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         except Exception as error:  # jinja raises for conversations the template refuses
-            raise _Failure(422, "validation", f"Input validation error: {error}") from error
+            raise _Failure("validation", f"Input validation error: {error}") from error
         bos = tokenizer.bos_token
         return prompt[len(bos) :] if bos and prompt.startswith(bos) else prompt
 
@@ -502,11 +496,11 @@ class _Server:
         if not request.stream:
             finish = await self.generate(engine_request)
             text = cut_at_stop(finish.generated_text, request.stop)
-            choice = CompletionChoice(text=text, finish_reason=_openai_finish_reason(finish))
+            choice = CompletionChoice(text=text, finish_reason=finish_reason(finish.finish_reason))
             return CompletionResponse(**ids, choices=[choice], usage=_usage(finish))
 
         def chunk(text: str, finish: FinishEvent | None) -> str:
-            reason = _openai_finish_reason(finish) if finish else ""
+            reason = finish_reason(finish.finish_reason) if finish else ""
             choices = [CompletionChoice(text=text, finish_reason=reason)]
             return CompletionChunk(**ids, choices=choices).model_dump_json(exclude_none=True)
 
@@ -521,11 +515,11 @@ class _Server:
         if not request.stream:
             finish = await self.generate(engine_request)
             message = AssistantMessage(content=cut_at_stop(finish.generated_text, request.stop))
-            choice = ChatChoice(message=message, finish_reason=_openai_finish_reason(finish))
+            choice = ChatChoice(message=message, finish_reason=finish_reason(finish.finish_reason))
             return ChatCompletionResponse(**ids, choices=[choice], usage=_usage(finish))
 
         def chunk(text: str, finish: FinishEvent | None) -> str:
-            reason = _openai_finish_reason(finish) if finish else None
+            reason = finish_reason(finish.finish_reason) if finish else None
             choices = [ChatChunkChoice(delta=AssistantMessage(content=text), finish_reason=reason)]
             return ChatCompletionChunk(**ids, choices=choices).model_dump_json()
 
@@ -544,7 +538,8 @@ class _Server:
         opening: str | None = None,
     ) -> EventSourceResponse:
         """An OpenAI stream: the ``opening`` chunk, a chunk per token (stop sequences held back and cut),
-        the finish reason on the last, then the usage chunk if asked for and ``[DONE]``."""
+        the finish reason on the last (which completes the text to the non-streamed answer's), then the
+        usage chunk if asked for and ``[DONE]``."""
         opened = await self.stream(engine_request)
 
         async def body() -> AsyncIterator[str]:
@@ -555,7 +550,7 @@ class _Server:
                 async for token, finish in self.events(*opened):
                     text = "" if token.special else trimmer.feed(token.text)
                     if finish is not None:
-                        yield chunk(text + trimmer.flush(), finish)
+                        yield chunk(text + trimmer.finish(finish.generated_text), finish)
                         if request.include_usage:
                             yield usage_chunk(finish)
                     elif text:
@@ -613,14 +608,14 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         """A body refused while parsing: TGI's 422, counted as a request that failed validation."""
-        failure = _Failure(422, "validation", _validation_message(error))
+        failure = _Failure("validation", _validation_message(error))
         server.metrics.received()
         server.metrics.failed(failure)
         return JSONResponse(failure.body(), failure.status)
 
     @app.exception_handler(HTTPException)
     async def _on_http(_: Request, error: HTTPException) -> JSONResponse:
-        error_type = _STATUS_ERROR_TYPES.get(error.status_code, "http")
+        error_type = HTTP_ERROR_TYPES.get(error.status_code, "http")
         body = ErrorResponse(error=str(error.detail), error_type=error_type)
         return JSONResponse(body.model_dump(), error.status_code, headers=error.headers)
 
@@ -644,7 +639,8 @@ def create_app(
     async def health() -> Response:
         """200 once the engine runs, else 503."""
         if not server.ready or not engine.accepting:  # starting, or draining before shutdown
-            return JSONResponse(ErrorResponse(error="unhealthy", error_type="healthcheck").model_dump(), 503)
+            unhealthy = ErrorResponse(error="unhealthy", error_type="healthcheck")
+            return JSONResponse(unhealthy.model_dump(), ERROR_STATUS["healthcheck"])
         return Response(status_code=200)
 
     api = APIRouter(route_class=_APIRoute)

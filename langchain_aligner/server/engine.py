@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_aligner.backends._stops import cut_at_stop
 from langchain_aligner.errors import AlignerError
 from langchain_aligner.generation import GenerationParams
+from langchain_aligner.wire.tgi import MAX_TOP_N_TOKENS
 
 if TYPE_CHECKING:
     import torch
@@ -153,9 +154,6 @@ class EngineGenerationError(AlignerError, RuntimeError):
 class EngineUnavailable(AlignerError):
     """The engine takes no new requests: it is draining before the server shuts down (HTTP 503)."""
 
-
-MAX_TOP_N_TOKENS = 5
-"""TGI's default ``--max-top-n-tokens``."""
 
 _SMALLEST_NORMAL_FLOAT32 = 1.1754943508222875e-38
 """``torch.finfo(torch.float32).tiny``: dividing float32 scores by anything smaller can overflow."""
@@ -801,19 +799,17 @@ def _generation_error(error: Exception) -> EngineGenerationError:
 def _validate_sampling(params: GenerationParams) -> None:
     """Refuse the sampling settings the engine cannot compute with (``EngineValidationError``).
 
-    Scores are float32: a temperature or repetition penalty that is not a finite normal float32 (NaN,
-    infinity, or so small that dividing by it overflows) turns them into NaN; a seed must fit a
-    ``torch.Generator`` (64 bits, as TGI's ``u64``).
+    Scores are float32: a temperature or repetition penalty that is not a normal float32 (so small that
+    dividing by it overflows) turns them into NaN. (``GenerationParams`` holds finite numbers only, and seeds
+    that fit a ``torch.Generator``: TGI's ``u64``.)
     """
     for name in ("temperature", "repetition_penalty"):
         value = getattr(params, name)
-        if value is not None and not (math.isfinite(value) and value >= _SMALLEST_NORMAL_FLOAT32):
+        if value is not None and value < _SMALLEST_NORMAL_FLOAT32:
             raise EngineValidationError(
                 f"Input validation error: `{name}` must be a finite number >= {_SMALLEST_NORMAL_FLOAT32:g} "
                 f"(the smallest normal float32). Given: {value}"
             )
-    if params.seed is not None and params.seed >= 2**64:
-        raise EngineValidationError(f"Input validation error: `seed` must be < 2**64. Given: {params.seed}")
 
 
 def _max_bytes_per_token(tokenizer: PreTrainedTokenizerBase) -> int | None:
