@@ -143,7 +143,7 @@ def test_encode_records_dataset(smollm2: Any) -> None:
     records = [RECORD, RECORD.model_copy(update={"correction": "Short."})]
     dataset = encode_records(records, smollm2, max_length=256)
     assert dataset.column_names == ["input_ids", "attention_mask", "labels", "length"]
-    assert dataset[0]["input_ids"] == encode_record(RECORD, smollm2, max_length=256)["input_ids"]
+    assert dataset[0] == encode_record(RECORD, smollm2, max_length=256)
     assert dataset["length"] == [len(row["input_ids"]) for row in dataset]
     assert dataset["length"][1] < dataset["length"][0]
     in_two_processes = encode_records(records, smollm2, max_length=256, num_proc=2)

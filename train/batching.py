@@ -134,7 +134,8 @@ def pad_collate(
 ) -> dict[str, torch.Tensor]:
     """Right-pad ``input_ids``/``attention_mask``/``labels`` to the longest record of the batch, rounded up to
     ``pad_to_multiple_of`` when given (few distinct shapes: on CPUs oneDNN compiles and caches kernels per
-    shape, so every new batch width costs time and memory that is never given back)."""
+    shape, so every new batch width costs time and memory that is never given back). ``records`` are
+    :class:`~.tokenization.EncodedRecord` s, e.g. rows of :func:`~.tokenization.encode_records`' dataset."""
     width = max(len(r["input_ids"]) for r in records)
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of

@@ -40,6 +40,7 @@ from .run_lock import hold_run_directory, launch_rank
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel
+    from trl import DPOConfig as TRLDPOConfig
 
 __all__ = ["DPOConfig", "DPOResult", "last_checkpoint", "load_preference_dataset", "main", "train_dpo"]
 
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _trl_config(config: DPOConfig) -> Any:
+def _trl_config(config: DPOConfig) -> TRLDPOConfig:
     import torch
     from trl import DPOConfig as TRLDPOConfig
 

@@ -16,7 +16,7 @@ import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_aligner.records import QACRecord
 
@@ -33,6 +33,11 @@ from .config import (
     load_config,
 )
 from .run_lock import hold_run_directory, launch_rank
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 __all__ = ["main", "parse_args", "load_records", "split_records", "identity_warmup", "apply_lora"]
 
@@ -141,20 +146,20 @@ def identity_warmup(
     return warmup, main
 
 
-def apply_lora(model: Any, config: SFTConfig) -> Any:
+def apply_lora(model: PreTrainedModel, config: SFTConfig) -> PreTrainedModel | PeftModel:
     """Wrap ``model`` with a LoRA adapter (``peft``) when ``config.lora`` is set, its weights read from
     ``lora.init_from`` when that is set; otherwise return ``model``."""
     if config.lora is None:
         return model
     from peft import get_peft_model
 
-    model = get_peft_model(model, config.lora.to_peft())
+    adapted = get_peft_model(model, config.lora.to_peft())
     if config.lora.init_from is not None:
-        load_adapter_weights(model, Path(config.lora.init_from), config.lora)
-    return model
+        load_adapter_weights(adapted, Path(config.lora.init_from), config.lora)
+    return adapted
 
 
-def load_adapter_weights(model: Any, adapter_dir: Path, lora: LoRAConfig) -> None:
+def load_adapter_weights(model: PeftModel, adapter_dir: Path, lora: LoRAConfig) -> None:
     """Set the LoRA weights of the peft ``model`` to those saved in ``adapter_dir`` (same rank and modules).
 
     Raises:
@@ -212,9 +217,9 @@ def _train(config: SFTConfig, args: argparse.Namespace) -> int:
     if config.chat_template is not None:
         tokenizer.chat_template = config.chat_template  # as train dpo does; saved with the export
     model.train()
-    model = apply_lora(model, config)
+    trained = apply_lora(model, config)
 
-    def encode(records: list[Any]) -> Any:
+    def encode(records: Sequence[QACRecord]) -> Dataset:
         return encode_records(
             records, tokenizer, template=config.template, max_length=config.max_length, task=config.task
         )
@@ -234,7 +239,7 @@ def _train(config: SFTConfig, args: argparse.Namespace) -> int:
             world_size,
         )
     scored = encode(held_out) if held_out and config.eval_each_epoch else None
-    trainer = SFTTrainer(config, model, tokenizer, dataset, phases, scored)
+    trainer = SFTTrainer(config, trained, tokenizer, dataset, phases, scored)
     if args.export_checkpoint:
         if not trainer.resume():
             raise SystemExit(f"no checkpoint to export in {config.output_dir}")

@@ -27,7 +27,7 @@ original answer is not used. Over-long prompts keep the question's end; the rest
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from langchain_aligner.records import QACRecord
 from langchain_aligner.templates import AlignerTemplate, get_template
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CORRECTION_SEPARATOR",
+    "EncodedRecord",
     "IGNORE_INDEX",
     "TASKS",
     "encode_record",
@@ -58,6 +59,17 @@ TARGET_RESERVE = 4
 """The target (correction + EOS) keeps at least ``max_length // TARGET_RESERVE`` tokens, if that long."""
 
 
+class EncodedRecord(TypedDict):
+    """One record's token ids, as the model trains on them: a row of :func:`encode_records`' dataset."""
+
+    input_ids: list[int]
+    attention_mask: list[int]
+    labels: list[int]
+    """``input_ids`` with :data:`IGNORE_INDEX` on the prompt: the loss covers the correction and EOS."""
+    length: int
+    """The sequence length (of each list), for length-grouped batching."""
+
+
 def encode_record(
     record: QACRecord,
     tokenizer: PreTrainedTokenizerBase,
@@ -65,8 +77,8 @@ def encode_record(
     template: AlignerTemplate | str = "aligner-v1",
     max_length: int = 2048,
     task: str = "aligner",
-) -> dict[str, list[int]]:
-    """Token ids of one record: ``{"input_ids", "attention_mask", "labels"}``, at most ``max_length`` long.
+) -> EncodedRecord:
+    """Token ids of one record (an :class:`EncodedRecord`), at most ``max_length`` long.
 
     Args:
         record: The Q-A-C record.
@@ -165,7 +177,7 @@ def _encode(
     frame: _AlignerFrame | _UpstreamFrame,
     correction: str,
     max_length: int,
-) -> dict[str, list[int]]:
+) -> EncodedRecord:
     """Prompt ids then correction + EOS, labels ``-100`` on the prompt, fitted into ``max_length``."""
     eos = tokenizer.eos_token_id
     prompt_ids, target = _split(tokenizer, frame, frame.prompt(), correction)
@@ -186,6 +198,7 @@ def _encode(
         "input_ids": input_ids,
         "attention_mask": [1] * len(input_ids),
         "labels": [IGNORE_INDEX] * len(prompt_ids) + [*target, eos],
+        "length": len(input_ids),
     }
 
 
@@ -198,8 +211,8 @@ def encode_records(
     num_proc: int | None = None,
     task: str = "aligner",
 ) -> datasets.Dataset:
-    """Encode records into a :class:`datasets.Dataset` with ``input_ids``, ``attention_mask``, ``labels``
-    and ``length`` (the sequence length, for length-grouped batching); the order of ``records`` is kept.
+    """Encode records into a :class:`datasets.Dataset` whose rows are :class:`EncodedRecord` s, in the order
+    of ``records``.
 
     ``task`` frames each record as :func:`encode_record` does. ``num_proc`` > 1 tokenizes in that many
     processes (worth it from tens of thousands of records).
@@ -212,16 +225,12 @@ def encode_records(
     if task == "upstream":
         upstream_prompt(tokenizer, "")  # no chat template: fail here, not inside a worker process
 
-    def encode(row: dict[str, str]) -> dict[str, Any]:
-        encoded: dict[str, Any] = encode_record(
-            QACRecord(**row), tokenizer, template=resolved, max_length=max_length, task=task
-        )
-        encoded["length"] = len(encoded["input_ids"])
-        return encoded
+    def encode(row: dict[str, str]) -> EncodedRecord:
+        return encode_record(QACRecord(**row), tokenizer, template=resolved, max_length=max_length, task=task)
 
     ids = datasets.List(datasets.Value("int32"))
     features = datasets.Features(
-        {"input_ids": ids, "attention_mask": ids, "labels": ids, "length": datasets.Value("int32")}
+        input_ids=ids, attention_mask=ids, labels=ids, length=datasets.Value("int32")
     )
     if not records:
         return datasets.Dataset.from_dict({name: [] for name in features}, features=features)

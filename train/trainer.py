@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,11 @@ from .batching import (
     plan_training,
 )
 from .config import SFTConfig, config_to_dict, read_deepspeed_config
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "init_distributed",
@@ -135,12 +140,12 @@ def deepspeed_config(config: SFTConfig, world_size: int) -> dict[str, Any]:
 
 
 class SFTTrainer:
-    """Trains ``model`` on an encoded dataset (``input_ids``, ``attention_mask``, ``labels``, ``length``).
+    """Trains ``model`` on records encoded by :func:`.tokenization.encode_records`.
 
     Args:
         config: The run's settings.
         model: A causal LM (LoRA already applied, if wanted).
-        tokenizer: Its tokenizer (for the pad id and the export).
+        tokenizer: Its tokenizer (for the pad id and the export); it must have a pad token.
         dataset: Encoded records; ``phases`` index into it (e.g. identity warm-up records, then main records).
         phases: What to train, in order.
         eval_dataset: Held-out encoded records, scored after each epoch; ``None`` for none.
@@ -149,17 +154,20 @@ class SFTTrainer:
     def __init__(
         self,
         config: SFTConfig,
-        model: Any,
-        tokenizer: Any,
-        dataset: Any,
+        model: PreTrainedModel | PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        dataset: Dataset,
         phases: Sequence[Phase],
-        eval_dataset: Any = None,
+        eval_dataset: Dataset | None = None,
     ) -> None:
         import deepspeed
         from transformers import get_scheduler
 
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token: batches are padded with it")
         self.config = config
         self.tokenizer = tokenizer
+        self.pad_token_id: int = tokenizer.pad_token_id
         self.dataset = dataset
         self.eval_dataset = eval_dataset
         self.rank, self.world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -302,7 +310,7 @@ class SFTTrainer:
         for m, indices in enumerate(micro_batches):
             batch = pad_collate(
                 [self.dataset[i] for i in indices],
-                self.tokenizer.pad_token_id,
+                self.pad_token_id,
                 self.config.pad_to_multiple_of,
             )
             self.engine.set_gradient_accumulation_boundary(m == len(micro_batches) - 1)
@@ -356,12 +364,15 @@ class SFTTrainer:
     @torch.no_grad()
     def evaluate(self) -> float:
         """Mean token loss over ``eval_dataset`` (each rank scores its share; the sums are all-reduced)."""
+        eval_dataset = self.eval_dataset
+        if eval_dataset is None:
+            raise ValueError("no eval_dataset to evaluate on")
         self.engine.eval()
-        count = len(self.eval_dataset)
+        count = len(eval_dataset)
         size = self.config.per_device_batch_size
         batches = plan_epoch(
             range(count),
-            list(self.eval_dataset["length"]),
+            list(eval_dataset["length"]),
             batch_size=size,
             world_size=self.world_size,
             seed=self.config.seed,
@@ -371,7 +382,7 @@ class SFTTrainer:
         totals = torch.zeros(2, dtype=torch.float64)
         for b, per_rank in enumerate(batches):
             indices = per_rank[self.rank]
-            batch = pad_collate([self.eval_dataset[i] for i in indices], self.tokenizer.pad_token_id)
+            batch = pad_collate([eval_dataset[i] for i in indices], self.pad_token_id)
             # Without length grouping, the records repeated to fill the last batch sit at the end: skip them.
             first = (b * self.world_size + self.rank) * size
             fresh = torch.tensor([first + j < count for j in range(len(indices))])
