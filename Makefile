@@ -28,13 +28,15 @@ lint: setup
 	$(BIN)/mypy langchain_aligner train
 
 aligner-tiny: setup
-	# The embedded default Aligner: LoRA on SmolLM2-135M-Instruct over the aligner-tiny mix of ../shared/data (2-core
-	# CPU, about 1.5 h; train/README.md). Interrupted? `make aligner-tiny ARGS=--resume` continues from the last
+	# The embedded default Aligner, two LoRA stages on SmolLM2-135M-Instruct over mixes of ../shared/data (2-core CPU,
+	# about an hour; train/README.md): the aligner-tiny mix, then that adapter on the benign-weighted
+	# aligner-tiny-stage2 mix. Interrupted? `make aligner-tiny ARGS=--resume` continues each stage from its last
 	# checkpoint. Then the adapter is installed in bf16 where default_model_dir() merges it, and scored held out.
 	$(BIN)/langchain-aligner train sft --config train/configs/aligner-tiny.yaml $(ARGS)
-	$(BIN)/python -c "from langchain_aligner.models import install_adapter; install_adapter('runs/aligner-tiny/adapter')"
+	$(BIN)/langchain-aligner train sft --config train/configs/aligner-tiny-stage2.yaml $(ARGS)
+	$(BIN)/python -c "from langchain_aligner.models import install_adapter; install_adapter('runs/aligner-tiny-stage2/adapter')"
 	$(BIN)/python benchmarks/aligner_quality.py --aligner base=base --aligner committed=git:HEAD \
-		--aligner aligner-tiny=default --check aligner-tiny
+		--aligner aligner-tiny=default --limit 40 --max-new-tokens 192 --check aligner-tiny
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

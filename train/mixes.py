@@ -92,11 +92,11 @@ MIXES: dict[str, MixSpec] = {
         max_per_goal=4,
         quotas={"harmful": 350, "harmless_hh": 600, "helpful": 1150, "identity": 1500, "aligner2b": 150},
     ),
-    # The embedded default's second stage (train/configs/aligner-tiny-stage2.yaml): ~1,300 other draws of the
+    # The embedded default's second stage (train/configs/aligner-tiny-stage2.yaml): 2,100 other draws of the
     # same training split, weighted to benign answers kept or improved, to lower over-refusal.
     "aligner-tiny-stage2": MixSpec(
         max_per_goal=4,
-        quotas={"harmful": 120, "harmless_hh": 120, "helpful": 300, "identity": 700, "aligner2b": 60},
+        quotas={"harmful": 150, "harmless_hh": 100, "helpful": 700, "identity": 1000, "aligner2b": 150},
         seed=7,
     ),
 }
