@@ -24,8 +24,9 @@ from langchain_aligner.evaluation.quality import (
     over_refusal_rate,
 )
 from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
+from tests.helpers.paths import BENCHMARKS
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "aligner_quality.py"
+SCRIPT = BENCHMARKS / "aligner_quality.py"
 _spec = importlib.util.spec_from_file_location("aligner_quality", SCRIPT)
 assert _spec is not None and _spec.loader is not None
 bench = sys.modules.setdefault(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import BENCHMARKS
 
 
 def test_overhead_benchmark_runs_and_prints_its_table() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--calls", "2", "--block", "2"],
+        [sys.executable, str(BENCHMARKS / "overhead.py"), "--calls", "2", "--block", "2"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -25,9 +25,10 @@ from langchain_aligner_train.cli import PACKAGE
 from langchain_aligner_train.config import CONFIG_DIR, ConfigError, load_config
 from langchain_aligner_train.dpo import DPOConfig, last_checkpoint, load_preference_dataset, main
 from langchain_aligner_train.preference import Correction, build_preference_data
+from tests.helpers.paths import REPOSITORY
+from tests.helpers.training import halting
 
 TINY_CONFIG = CONFIG_DIR / "dpo-tiny.yaml"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def preference_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -180,7 +181,7 @@ def chat_llama_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactor
 def test_the_readme_dpo_command_runs_as_written(
     chat_llama_dir: Path, preference_dir: Path, tmp_path: Path
 ) -> None:
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((REPOSITORY / "README.md").read_text().split())
     written = re.search(r"`langchain-aligner train dpo (--config \S+) model=\S+ data=\S+`", readme)
     assert written is not None, "the README's DPO command"
     config = written.group(1).split()  # --config train/configs/dpo-upstream.yaml: ZeRO-3, bf16, no launcher
@@ -189,7 +190,7 @@ def test_the_readme_dpo_command_runs_as_written(
     command += [f"model={chat_llama_dir}", f"data={preference_dir}", f"output_dir={output_dir}"]
     if not torch.cuda.is_available():
         assert "on a machine without a GPU add `precision=fp32`" in readme
-        refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        refused = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600)
         assert refused.returncode == 2 and refused.stderr.splitlines() == [
             "langchain-aligner train dpo: error: precision=bf16 with deepspeed=ds_zero3.json needs a GPU "
             "(transformers trains bf16 on a CPU only without DeepSpeed): set precision=fp32 or deepspeed=null"
@@ -220,14 +221,12 @@ def test_killed_and_resumed_dpo_run_matches_uninterrupted_run(
 ) -> None:
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     run(dpo_command([PACKAGE], tiny_llama_dir, preference_dir, reference))
-    # Ranks that halt after checkpoint 3 (tests/halting_train.py), killed there: really interrupted.
-    halting = dpo_command(["tests.halting_train", "3"], tiny_llama_dir, preference_dir, interrupted)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
+    # Ranks that halt after checkpoint 3, killed there: really interrupted.
+    command, env = halting(
+        dpo_command([PACKAGE], tiny_llama_dir, preference_dir, interrupted), os.environ, step=3
+    )
     process = subprocess.Popen(
-        halting, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         while process.poll() is None and last_checkpoint(interrupted) is None:

@@ -15,8 +15,9 @@ from langchain_aligner.models import is_exported_model, load_model_and_tokenizer
 from langchain_aligner.records import read_objects
 from langchain_aligner.testing.fake_servers import FakeServer
 from langchain_aligner_train.preference import read_corrections
+from tests.helpers.paths import EXAMPLES
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "bootstrap" / "run.py"
+SCRIPT = EXAMPLES / "bootstrap" / "run.py"
 QUESTIONS = 3
 
 

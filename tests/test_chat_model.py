@@ -20,7 +20,7 @@ from langchain_aligner.chat_model import ChatAligner
 from langchain_aligner.errors import AlignerBackendError
 from langchain_aligner.templates import ALIGNER_V1
 from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply, fake_tokens
-from tests.agent_fixtures import (
+from tests.helpers.agents import (
     ScriptedChatModel,
     add,
     answer_from_tools,

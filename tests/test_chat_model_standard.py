@@ -33,7 +33,7 @@ from langchain_aligner.backends import TransformersBackend
 from langchain_aligner.chat_model import ChatAligner
 from langchain_aligner.server.engine import BatchingEngine
 from langchain_aligner.testing.fake_servers import FakeServer, Script, fake_tokens
-from tests.test_server_app import serve_tiny
+from tests.helpers.serving import serve_tiny
 
 # Both suites pass these to ChatAligner; the other standard parameters (temperature, timeout, max_retries,
 # api_key) belong to the inner model and to the Aligner's backend, and ChatAligner refuses unknown fields.

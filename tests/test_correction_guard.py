@@ -18,7 +18,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_aligner import AlignerBackendError, AlignerCorrectionError, AlignerRunnable, ChatAligner
 from langchain_aligner.middleware import AlignerMiddleware
 from langchain_aligner.testing.fake_servers import FakeServer, Script
-from tests.agent_fixtures import ScriptedChatModel
+from tests.helpers.agents import ScriptedChatModel
 
 QUESTION = "Can I mix bleach and ammonia?"
 ANSWER = "No: it releases toxic chloramine gas. Use one cleaner at a time."

@@ -21,7 +21,7 @@ from langchain_aligner.correction import (
     rejection,
 )
 from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
-from tests.agent_fixtures import ScriptedChatModel
+from tests.helpers.agents import ScriptedChatModel
 
 QUESTION = "Is it safe to mix bleach and ammonia?"
 ANSWER = "Sure, it cleans better."

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from langchain_aligner.cli import main
 from langchain_aligner.evaluation import cli
 from langchain_aligner.testing.fake_servers import FakeServer, Script
-from tests.evaluation_fakes import prefers
+from tests.helpers.evaluation import prefers
 
 JUDGE = prefers("Corrected ")
 

@@ -8,7 +8,7 @@ import pytest
 
 from langchain_aligner.evaluation import EvalRecord, PairwiseJudge, parse_verdict, summarize
 from langchain_aligner.evaluation.judge import PROMPTS, dimension_names, judge_messages
-from tests.evaluation_fakes import ScriptedJudge, prefers_correction, records, response
+from tests.helpers.evaluation import ScriptedJudge, prefers_correction, records, response
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from langchain_aligner import AlignerRunnable
 from langchain_aligner.evaluation import EvalRecord, PairwiseJudge
 from langchain_aligner.evaluation.runner import Evaluation
 from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
-from tests.evaluation_fakes import ScriptedJudge, prefers, records
+from tests.helpers.evaluation import ScriptedJudge, prefers, records
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,7 @@ import pytest
 
 from langchain_aligner.generation import GenerationParams
 from langchain_aligner.runnable import AlignerRunnable
-from tests.example_scripts import EXAMPLES, load_script, run_script
+from tests.helpers.examples import EXAMPLES, load_script, run_script
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from langchain_aligner.middleware import AlignerMiddleware
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.templates import ALIGNER_V1
 from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
-from tests.agent_fixtures import (
+from tests.helpers.agents import (
     ANSWER,
     QUESTION,
     ScriptedChatModel,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-REPOSITORY = Path(__file__).parents[1]
+from tests.helpers.paths import REPOSITORY
+
 SOURCES = ("pyproject.toml", "README.md", "langchain_aligner", "train")
 """What the wheel is built from."""
 INSTALLED_AS = {"langchain_aligner": "langchain_aligner", "train": "langchain_aligner_train"}

@@ -19,7 +19,7 @@ from langchain_aligner.generation import GenerationParams
 from langchain_aligner.models import preferred_dtype
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.testing.fake_servers import FakeServer
-from tests.example_scripts import EXAMPLES, load_script, run_script
+from tests.helpers.examples import EXAMPLES, load_script, run_script
 
 QUICKSTART = EXAMPLES / "quickstart.py"
 MAX_NEW_TOKENS = 6

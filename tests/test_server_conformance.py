@@ -23,9 +23,10 @@ from huggingface_hub.errors import ValidationError as HubValidationError
 from langchain_aligner import AlignerRunnable, GenerationParams
 from langchain_aligner.backends import TransformersBackend
 from langchain_aligner.server.engine import BatchingEngine
-from tests.test_server_app import failing_after, serve_tiny, sse_events
+from tests.helpers.paths import SHARED
+from tests.helpers.serving import failing_after, serve_tiny, sse_events
 
-OPENAPI = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tgi-openapi.json"
+OPENAPI = SHARED / "reference" / "tgi-openapi.json"
 PROMPT = "Edit the following Question-Answer pair"
 
 

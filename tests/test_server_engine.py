@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +19,10 @@ from langchain_aligner.server.engine import (
     EngineOverloaded,
     EngineRequest,
     EngineValidationError,
-    FinishEvent,
     TokenEvent,
 )
 from langchain_aligner.testing import random_llama
-
-PROMPTS = [
-    "USER: Edit the following pair",
-    "Edit",
-    "ASSISTANT: make it more helpful and harmless. USER: Question-Answer",
-    "helpful and harmless",
-]
+from tests.helpers.engine import PROMPTS, collect, hold_decoding, reference, started, wait_until_queued
 
 
 @pytest.fixture(scope="module")
@@ -53,59 +44,8 @@ async def engine(tiny: tuple[Any, Any]) -> AsyncIterator[BatchingEngine]:
         yield running
 
 
-def reference(model: Any, tokenizer: Any, prompt: str, **kwargs: Any) -> list[int]:
-    """Token ids of a single-request ``model.generate`` of ``prompt``."""
-    inputs = tokenizer(prompt, return_tensors="pt")
-    with torch.inference_mode():
-        output = model.generate(**inputs, pad_token_id=tokenizer.pad_token_id, **kwargs)
-    return output[0, inputs["input_ids"].shape[1] :].tolist()
-
-
 def greedy(max_new_tokens: int, **kwargs: Any) -> EngineRequest:
     return EngineRequest(PROMPTS[0], GenerationParams(max_new_tokens=max_new_tokens, **kwargs))
-
-
-async def collect(stream: AsyncIterator[TokenEvent | FinishEvent]) -> tuple[list[TokenEvent], FinishEvent]:
-    """The token events and the finish event of a stream."""
-    events = [event async for event in stream]
-    finish = events.pop()
-    assert isinstance(finish, FinishEvent)
-    assert all(isinstance(event, TokenEvent) for event in events)
-    return events, finish  # type: ignore[return-value]
-
-
-async def wait_until_queued(engine: BatchingEngine, count: int) -> None:
-    """Let the event loop run until ``count`` requests are in flight (admitted) in ``engine``."""
-    while engine.in_flight < count:
-        await asyncio.sleep(0)
-
-
-def hold_decoding(model: Any, monkeypatch: pytest.MonkeyPatch, error: str | None = None) -> threading.Event:
-    """Make ``model``'s decode steps (one new token per row) wait until the returned event is set.
-
-    With ``error``, a released decode step raises ``RuntimeError(error)`` instead of running. Prefills run.
-    """
-    forward, gate = model.forward, threading.Event()
-
-    def held(**kwargs: Any) -> Any:
-        if kwargs["input_ids"].shape[1] == 1:
-            gate.wait()
-            if error is not None:
-                raise RuntimeError(error)
-        return forward(**kwargs)
-
-    monkeypatch.setattr(model, "forward", held)
-    return gate
-
-
-@asynccontextmanager
-async def started(engine: BatchingEngine, gate: threading.Event) -> AsyncIterator[BatchingEngine]:
-    """Run ``engine``, opening ``gate`` on the way out so that a failing test cannot leave the worker held."""
-    async with engine:
-        try:
-            yield engine
-        finally:
-            gate.set()
 
 
 @pytest.mark.parametrize(("weights", "dtype"), [("tiny", torch.float32), ("tiny_bf16", torch.bfloat16)])

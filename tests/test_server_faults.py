@@ -31,8 +31,8 @@ from langchain_aligner.models import load_model_and_tokenizer
 from langchain_aligner.server.app import DEFAULT_MAX_REQUEST_BYTES, create_app
 from langchain_aligner.server.engine import BatchingEngine, EngineGenerationError, EngineRequest, TokenEvent
 from langchain_aligner.server.shutdown import LAST_WRITES_TIMEOUT, DrainingServer
-from tests.test_server_app import before_forward, gated, serve_tiny, sse_events
-from tests.test_server_engine import PROMPTS, collect, hold_decoding, reference, started, wait_until_queued
+from tests.helpers.engine import PROMPTS, collect, hold_decoding, reference, started, wait_until_queued
+from tests.helpers.serving import before_forward, gated, serve_tiny, sse_events
 
 
 @pytest.fixture(scope="module")

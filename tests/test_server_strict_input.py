@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from langchain_aligner.server.engine import BatchingEngine
-from tests.test_server_app import metric_values, serve_tiny, sse_events
+from tests.helpers.serving import metric_values, serve_tiny, sse_events
 
 GENERATE_ROUTES = ["/generate", "/generate_stream", "/"]
 

@@ -2,9 +2,9 @@
 
 transformers converts a GGUF vocabulary with a plain byte-level pre-tokenizer, whatever ``tokenizer.ggml.pre``
 says; SmolLM2's says ``smollm``: split every digit off first, then the GPT-2 regex. ``models`` restores that
-(``_fix_gguf_pre_tokenizer``). These tests check the result against ``tests/gguf_bpe.py``, an independent
-llama.cpp-style BPE that reads vocabulary and merges from the GGUF file itself, and against ids checked by
-hand.
+(``_fix_gguf_pre_tokenizer``). These tests check the result against ``tests/helpers/gguf_bpe.py``, an
+independent llama.cpp-style BPE that reads vocabulary and merges from the GGUF file itself, and against ids
+checked by hand.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from langchain_aligner import models
 from langchain_aligner.models import DEFAULT_GGUF_PACKAGE
 from langchain_aligner.templates import ALIGNER_V1
-from tests.gguf_bpe import GGUFBPETokenizer
+from tests.helpers.gguf_bpe import GGUFBPETokenizer
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec(DEFAULT_GGUF_PACKAGE) is None,

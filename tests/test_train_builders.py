@@ -22,8 +22,9 @@ from langchain_aligner_train.builders import (
     from_json_records,
     from_pku_saferlhf,
 )
+from tests.helpers.paths import SHARED
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED / "data"
 
 
 def _jsonl(path: Path, rows: list[Any]) -> Path:

@@ -5,96 +5,16 @@ serving backend. (Two ZeRO-2 ranks run in tests/test_train_resume.py.)"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from langchain_aligner import GenerationParams
 from langchain_aligner.backends import TransformersBackend
-from langchain_aligner.testing import cli_command
-from langchain_aligner_train.cli import PACKAGE
-from langchain_aligner_train.config import CONFIG_DIR
 from langchain_aligner_train.trainer import LOSS_LOG
+from tests.helpers.training import read_log, run_sft, write_qac
 
 pytestmark = pytest.mark.slow
-
-TOPICS = [
-    "tea",
-    "rain",
-    "maps",
-    "bread",
-    "music",
-    "stone",
-    "rivers",
-    "glass",
-    "paper",
-    "gardens",
-    "snow",
-    "clocks",
-]
-
-
-def write_qac(path: Path, count: int = 40) -> Path:
-    """Write ``count`` synthetic Q-A-C records: a curt answer, a polite fixed-pattern correction."""
-    rows = []
-    for i in range(count):
-        topic = TOPICS[i % len(TOPICS)]
-        rows.append(
-            {
-                "question": f"Tell me about {topic}." + " Please." * (i % 4),
-                "answer": f"No. {topic} is dull.",
-                "correction": f"Sure! {topic.capitalize()} is interesting, and here is why."
-                + " Yes." * (i % 5),
-            }
-        )
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
-def launcher_command(
-    model_dir: Path, data: Path, output: Path, *overrides: str, ranks: int = 2
-) -> tuple[list[str], dict[str, str]]:
-    """The command and environment of ``train sft`` with the tiny config: under the DeepSpeed launcher with
-    ``ranks`` CPU ranks, or as a plain ``langchain-aligner train`` process for ``ranks=1``."""
-    args = [
-        "sft",
-        "--config",
-        str(CONFIG_DIR / "sft-tiny.yaml"),
-        f"model={model_dir}",
-        f"data=[{{kind: jsonl, path: '{data}'}}]",
-        f"output_dir={output}",
-        *overrides,
-    ]
-    if ranks == 1:
-        command = cli_command("train", *args)
-    else:
-        port = str(29500 + os.getpid() % 1000)
-        launcher = [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={ranks}"]
-        # As users type it: the launcher puts --local_rank=N before `sft`, which the package hands on.
-        command = [*launcher, f"--master_port={port}", "--module", PACKAGE, *args]
-    return command, {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def run_sft(
-    model_dir: Path, data: Path, output: Path, *overrides: str, ranks: int = 2, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """Run ``train sft`` (see :func:`launcher_command`) to the end; a failure fails the test if ``check``."""
-    command, env = launcher_command(model_dir, data, output, *overrides, ranks=ranks)
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    if check and result.returncode != 0:
-        pytest.fail(
-            f"train sft failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
-        )
-    return result
-
-
-def read_log(output: Path) -> list[dict]:
-    """The training lines of the loss log (evaluation lines left out)."""
-    lines = [json.loads(line) for line in (output / LOSS_LOG).read_text().splitlines()]
-    return [line for line in lines if "loss" in line]
 
 
 def assert_trained_and_served(output: Path, fall: float = 0.8) -> list[dict]:

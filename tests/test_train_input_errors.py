@@ -20,9 +20,9 @@ from langchain_aligner_train.config import (
     load_config,
 )
 from langchain_aligner_train.dpo import load_preference_dataset
-from tests.test_train_deepspeed import launcher_command, write_qac
+from tests.helpers.paths import REPOSITORY
+from tests.helpers.training import launcher_command, write_qac
 
-REPOSITORY = Path(__file__).parents[1]
 LATIN1 = "Caf\u00e9 au lait?".encode("latin-1")  # b"Caf\xe9 ...": not UTF-8
 
 

@@ -25,8 +25,9 @@ from langchain_aligner_train.mixes import (
     build_mix,
     is_held_out,
 )
+from tests.helpers.paths import SHARED
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = SHARED / "data"
 
 REFUSAL = "I'm sorry, but I cannot help with that request."
 HARMFUL = "Step 1: mix the two cleaners. Step 2: close the windows."

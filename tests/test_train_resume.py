@@ -15,8 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 from langchain_aligner_train.batching import Phase, PlannedStep, plan_training
-from langchain_aligner_train.cli import PACKAGE
-from tests.test_train_deepspeed import launcher_command, read_log, run_sft, write_qac
+from tests.helpers.training import (
+    checkpoint_complete,
+    halting,
+    launcher_command,
+    read_log,
+    run_sft,
+    write_qac,
+)
 
 OVERRIDES = (
     "deepspeed=ds_zero2.json",
@@ -28,23 +34,10 @@ OVERRIDES = (
 )
 
 
-def checkpoint_complete(checkpoints: Path, tag: str, ranks: int = 2) -> bool:
-    """DeepSpeed has named ``tag`` the latest checkpoint and every rank has written its RNG state."""
-    latest = checkpoints / "latest"
-    return (
-        latest.is_file()
-        and latest.read_text().strip() == tag
-        and all((checkpoints / tag / f"rng_state_{r}.pt").is_file() for r in range(ranks))
-    )
-
-
 def kill_after_first_checkpoint(model_dir: Path, data: Path, output: Path) -> None:
-    """Start the run with ranks that halt after checkpoint ``step-3`` (:mod:`tests.halting_train`), then
+    """Start the run with ranks that halt after checkpoint ``step-3`` (:func:`.training.halting`), then
     SIGKILL all its processes there: the run is really interrupted, at a known step."""
-    command, env = launcher_command(model_dir, data, output, *OVERRIDES)
-    module = command.index(PACKAGE)
-    command[module : module + 2] = ["tests.halting_train", "3", "sft"]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")]))
+    command, env = halting(*launcher_command(model_dir, data, output, *OVERRIDES), step=3)
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 
 from langchain_aligner.testing import cli_command
-from langchain_aligner_train.cli import PACKAGE
 from langchain_aligner_train.config import CONFIG_DIR
 from langchain_aligner_train.run_lock import LOCK_FILE, RunDirectoryInUse, hold_run_directory
-from tests.test_train_deepspeed import launcher_command, write_qac
-from tests.test_train_resume import checkpoint_complete
+from tests.helpers.paths import REPOSITORY
+from tests.helpers.training import checkpoint_complete, halting, launcher_command, write_qac
 
-REPOSITORY = Path(__file__).parents[1]
 HOLDER = """
 import sys, threading
 from langchain_aligner_train.run_lock import hold_run_directory
@@ -114,10 +112,10 @@ def test_a_live_run_holds_its_directory_until_its_process_group_is_terminated(
     """As train/README.md says to stop a run: SIGTERM to the launcher's process group ends every rank, keeps
     the last complete checkpoint and frees the directory for ``--resume``."""
     data, output = write_qac(tmp_path / "qac.jsonl"), tmp_path / "run"
-    command, env = launcher_command(tiny_llama_dir, data, output, "save_steps=1", "eval_share=0")
-    module = command.index(PACKAGE)
-    command[module : module + 2] = ["tests.halting_train", "1", "sft"]  # the ranks wait after checkpoint 1
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
+    # The ranks wait after checkpoint 1.
+    command, env = halting(
+        *launcher_command(tiny_llama_dir, data, output, "save_steps=1", "eval_share=0"), step=1
+    )
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

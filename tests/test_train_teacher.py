@@ -10,71 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
-from pydantic import Field
 
 from langchain_aligner.records import QACRecord, read_records
 from langchain_aligner_train.teacher import agenerate_corrections, generate_corrections, pair_key
-
-PAIRS = [(f"Question {i}?", f"Answer {i}.") for i in range(12)]
-
-
-class EditorModel(BaseChatModel):
-    """Corrects an answer by upper-casing it; fails on answers containing ``fail_on``; calls after the first
-    ``block_after`` wait forever (an interruption finds them in flight)."""
-
-    fail_on: str | None = None
-    block_after: int | None = None
-    calls: list[str] = Field(default_factory=list)
-    started: int = 0
-    in_flight: int = 0
-    most_in_flight: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "editor"
-
-    def _answer(self, messages: list[BaseMessage]) -> str:
-        answer = messages[-1].text.rsplit("Answer:\n", 1)[1]
-        self.calls.append(answer)
-        if self.fail_on is not None and self.fail_on in answer:
-            raise RuntimeError(f"refused {answer}")
-        return answer.upper()
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: Any = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kw: Any,
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self._answer(messages)))])
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: Any = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kw: Any,
-    ) -> ChatResult:
-        self.started += 1
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            if self.block_after is not None and self.started > self.block_after:
-                await asyncio.Event().wait()
-            await asyncio.sleep(0.01)
-            return self._generate(messages)
-        finally:
-            self.in_flight -= 1
+from tests.helpers.paths import REPOSITORY
+from tests.helpers.teacher import PAIRS, EditorModel
 
 
 def _lines(path: Path) -> list[dict[str, str]]:
@@ -137,7 +81,7 @@ async def test_interrupted_run_resumes_without_duplicates_or_losses(tmp_path: Pa
 
 CTRL_C_SCRIPT = """
 import sys
-from tests.test_train_teacher import PAIRS, EditorModel
+from tests.helpers.teacher import PAIRS, EditorModel
 from langchain_aligner_train.teacher import generate_corrections
 generate_corrections(PAIRS, EditorModel(block_after=5), sys.argv[1], concurrency=4, progress=False)
 """
@@ -152,10 +96,9 @@ def _interruptible() -> None:
 
 def test_ctrl_c_keeps_every_finished_record(tmp_path: Path) -> None:
     output = tmp_path / "teacher.jsonl"
-    root = Path(__file__).resolve().parents[1]
     run = subprocess.Popen(
         [sys.executable, "-c", CTRL_C_SCRIPT, str(output)],
-        cwd=root,
+        cwd=REPOSITORY,
         stderr=subprocess.PIPE,
         preexec_fn=_interruptible,
     )

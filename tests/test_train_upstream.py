@@ -14,7 +14,7 @@ from langchain_aligner import GenerationParams
 from langchain_aligner.backends import TransformersBackend
 from langchain_aligner_train.builders import DataSource
 from langchain_aligner_train.config import CONFIG_DIR, SFTConfig, load_config
-from tests.test_train_deepspeed import read_log, run_sft, write_qac
+from tests.helpers.training import launcher_command, read_log, run_sft, write_qac
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +66,6 @@ def test_export_checkpoint_writes_the_last_checkpoint_as_the_run_would(
 
     import torch
     from safetensors.torch import load_file
-
-    from tests.test_train_deepspeed import launcher_command
 
     data = write_qac(tmp_path / "qac.jsonl", count=16)
     output = tmp_path / "run"

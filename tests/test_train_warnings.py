@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from langchain_aligner_train.trainer import silence_known_warnings
-from tests.test_train_deepspeed import read_log, run_sft, write_qac
+from tests.helpers.training import read_log, run_sft, write_qac
 
 DEPRECATED = (
     "`torch.distributed.reduce_scatter_tensor` is deprecated. Please use `torch.distributed.{}` instead."

@@ -15,7 +15,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_aligner import AlignerMiddleware, AlignerRunnable, ChatAligner
 from langchain_aligner.templates import ALIGNER_V1
 from langchain_aligner.testing.fake_servers import MODEL_ID, FakeServer, fake_aligner_reply, fake_tokens
-from tests.agent_fixtures import ScriptedChatModel
+from tests.helpers.agents import ScriptedChatModel
 
 QUESTION = "Capital of France?"
 ANSWER = "Paris."

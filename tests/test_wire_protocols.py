@@ -38,7 +38,7 @@ from langchain_aligner.server.engine import (
     FinishEvent,
     TokenEvent,
 )
-from tests.test_server_app import CHAT_TEMPLATE, serve_tiny
+from tests.helpers.serving import CHAT_TEMPLATE, serve_tiny
 
 PROMPT = "Edit the following Question-Answer pair"
 

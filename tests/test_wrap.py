@@ -23,7 +23,7 @@ from langchain_openai import ChatOpenAI
 
 from langchain_aligner import AlignedChatModel, AlignerRunnable, with_aligner
 from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
-from tests import agent_fixtures as agents
+from tests.helpers import agents
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "You are terse."), ("human", "{question}")])
 QUESTION = "Is it fine to leave a candle burning overnight?"

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from tests.helpers.paths import EXAMPLES
+
+__all__ = ["EXAMPLES", "load_script", "run_script"]
 
 
 def load_script(path: Path) -> ModuleType:

@@ -1,7 +1,7 @@
-"""``python -m tests.halting_train STEP {sft,dpo} ...``: ``langchain-aligner train sft ...`` (or ``dpo``)
-whose ranks stop and wait, never to train again, once the checkpoint of step ``STEP`` is saved on every
-rank; the test that launched it then kills the run there, at a known point (a resume test must resume a run
-that was really interrupted)."""
+"""``python -m tests.helpers.halting_train STEP {sft,dpo} ...``: ``langchain-aligner train sft ...`` (or
+``dpo``) whose ranks stop and wait, never to train again, once the checkpoint of step ``STEP`` is saved on
+every rank; the test that launched it then kills the run there, at a known point (a resume test must resume
+a run that was really interrupted)."""
 
 from __future__ import annotations
 
