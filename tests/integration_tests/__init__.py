@@ -1,0 +1,1 @@
+"""Integration tests: real HTTP servers, subprocesses, DeepSpeed ranks, scripts (see :mod:`tests`)."""

@@ -1,0 +1,1 @@
+"""Unit tests: in-process, fast, nothing outside the test process (see :mod:`tests`)."""
