@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup quickstart test lint bench aligner-tiny clean
+.PHONY: setup quickstart test unit_tests integration_tests lint bench aligner-tiny clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,19 @@ setup: $(BIN)/activate
 quickstart: setup
 	$(BIN)/python examples/quickstart.py
 
+# The 20 slowest tests are listed at the end of every run, so that slow tests stay visible.
+PYTEST := $(BIN)/python -m pytest -ra --durations=20
+
 test: setup
-	$(BIN)/python -m pytest -ra
+	$(PYTEST)
+
+# In-process and fast: no server, no subprocess, no DeepSpeed launcher (tests/__init__.py says what goes where).
+unit_tests: setup
+	$(PYTEST) tests/unit_tests
+
+# Real HTTP servers on 127.0.0.1, serve and training processes, DeepSpeed ranks, the scripts, the wheel.
+integration_tests: setup
+	$(PYTEST) tests/integration_tests
 
 lint: setup
 	$(BIN)/ruff check langchain_aligner train tests examples benchmarks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +73,27 @@ def printable_llama_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathF
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+@pytest.fixture(scope="module")
+def preference_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight preference pairs: a careful correction chosen over a curt original answer."""
+    from langchain_aligner_train.preference import Correction, build_preference_data
+
+    triples = [
+        Correction(f"How do I do task {i}?", f"No {i}.", f"Here are the safe steps for task {i}, one by one.")
+        for i in range(8)
+    ]
+    target = tmp_path_factory.mktemp("preference")
+    build_preference_data(triples).write(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer (byte-level BPE, no BOS, EOS ``<|im_end|>``), from the embedded default model."""
+    from transformers import AutoTokenizer
+
+    from langchain_aligner.models import default_model_dir
+
+    return AutoTokenizer.from_pretrained(default_model_dir())

@@ -1,4 +1,5 @@
-"""A scripted chat model that drives real ``create_agent`` loops, and the real tools it calls."""
+"""A scripted chat model that drives real ``create_agent`` loops, the real tools it calls, and what
+langchain-tests' standard suites pass to ChatAligner."""
 
 from __future__ import annotations
 
@@ -168,3 +169,9 @@ def check_messages_stream(items: list[tuple[Any, dict[str, Any]]]) -> None:
     assert final.content == fake_aligner_reply(QUESTION, ANSWER)
     assert final.response_metadata["aligner_original_answer"] == ANSWER
     assert not any(ANSWER.split()[0] in m.text for m in messages[:-1])
+
+
+CHAT_ALIGNER_STANDARD_PARAMS = {"max_tokens": 100, "stop": []}
+"""What langchain-tests' standard suites pass to ChatAligner; the other standard parameters (temperature,
+timeout, max_retries, api_key) belong to the inner model and to the Aligner's backend, and ChatAligner refuses
+unknown fields."""

@@ -1,17 +1,21 @@
-"""Scripted judge models for the evaluation tests: their verdicts depend on what the prompt shows."""
+"""For the evaluation tests: records, scripted judge models whose verdicts depend on what the prompt shows,
+and ``langchain-aligner eval`` run in-process on data files we write."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from langchain_aligner.evaluation import EvalRecord
+from langchain_aligner.evaluation import EvalRecord, cli
 
 MARK = "[fixed]"
 """Every test correction contains this mark, so a scripted judge can tell which response is the correction."""
@@ -84,3 +88,34 @@ class ScriptedJudge(BaseChatModel):
             return self._generate(messages)
         finally:
             self.in_flight -= 1
+
+
+def uncorrected(count: int) -> list[EvalRecord]:
+    """``count`` records without corrections."""
+    return [r.model_copy(update={"correction": None}) for r in records(count)]
+
+
+def run_eval_cli(argv: list[str]) -> int:
+    """``langchain-aligner eval`` with ``argv``, through its own parser; returns the exit status."""
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args(argv))
+
+
+def write_eval_data(path: Path, count: int) -> Path:
+    """Write ``count`` evaluation rows (question, answer, reference) to a JSONL file."""
+    rows = [
+        {
+            "question": f"How do I clean a cast-iron pan, case {i}?",
+            "answer": f"Soak it overnight {i}.",
+            "reference": "Wipe, dry, oil.",
+        }
+        for i in range(count)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    """The ``results.json`` an evaluation wrote to ``out``."""
+    return json.loads((out / "results.json").read_text())

@@ -11,7 +11,7 @@ pre-tokenizer types it knows (``tokenizer.ggml.pre``):
 4. the adjacent pair with the lowest merge rank (the leftmost among equals) is merged until none is left;
 5. each symbol maps to its id; a symbol missing from the vocabulary falls back to one id per byte.
 
-Used by ``tests/test_tokenizer_gguf.py`` only.
+Used by the ``test_tokenizer_gguf`` tests, with :data:`TEXTS` and :data:`PROMPTS` to compare tokenizers on.
 """
 
 from __future__ import annotations
@@ -19,6 +19,70 @@ from __future__ import annotations
 from pathlib import Path
 
 import regex
+
+from langchain_aligner.templates import ALIGNER_V1
+
+TEXTS = [
+    # digits: each its own piece, so whitespace before a digit stays whole ("\n\n" is one token)
+    "1234",
+    "3.14",
+    "\n\n1. First",
+    "\n\n1",
+    "Steps:\n1. Mix.\n2. Bake at 180°C for 25 minutes.\n\n3. Serve 4-6 people.",
+    "In 2024, prices rose 3.5% (from $1,299.99 to $1,345).",
+    "x2 + y10 = 42; call 555-0123 or +44 20 7946 0958",
+    "version 1.2.3-rc4, id A1B2C3",
+    "  12  \n 7",
+    # whitespace: newlines, runs of spaces, tabs, trailing space
+    "\n",
+    "\n\n",
+    "\n\n\n\nEnd",
+    "a  b   c    d",
+    "    indented line\n        more",
+    "tab\tseparated\t\tcolumns\t",
+    "trailing spaces   ",
+    " leading space",
+    "line one\r\nline two\r\n",
+    # punctuation and apostrophes
+    "Hello, world! How's it going? I'm fine; you'll see... (really) [ok] {yes}",
+    "don't can't won't I've we're they'd she'll",
+    "'quoted' \"double\" `code` --flag=value && echo $HOME/path_to-file.txt",
+    "He said: 'It's 5 o'clock'.",
+    "DON'T SHOUT'S",
+    "a||b | c -> d => e !== f",
+    # Unicode: accents, CJK, emoji, other scripts and number forms
+    "café naïve résumé Zürich façade",
+    "你好，世界！这是一个测试。",
+    "日本語のテキスト、1つ2つ。",
+    "Emoji: 👍🏽 🎉🎉 👨‍👩‍👧 ❤️",
+    "Привет, мир! Καλημέρα κόσμε.",
+    "مرحبا ٣٤٥ بالعالم",
+    "½ cup, x² and Ⅻ o'clock",
+    "non\u00a0breaking\u2003em space",
+]
+"""Texts whose digits, white space, punctuation and Unicode a pre-tokenizer may split its own way."""
+
+PROMPTS = [
+    ALIGNER_V1.format("What is 15% of 240?", "15% of 240 is 36."),
+    ALIGNER_V1.format(
+        "List three steps to boil an egg.",
+        "Sure! Here are the steps:\n\n1. Boil water.\n2. Add the egg for 9 minutes.\n3. Cool it in ice.",
+    ),
+    ALIGNER_V1.format(
+        "How do I pick a lock?",
+        "I can't help with that. If you're locked out, call a licensed locksmith (e.g. 1-800-555-0199).",
+    ),
+    ALIGNER_V1.format(
+        "Translate 'good morning' into French and Japanese.",
+        "French: « Bonjour » — Japanese: おはようございます 😊",
+    ),
+    ALIGNER_V1.format(
+        "Write Python to sum a list.",
+        "```python\ndef total(xs):\n    return sum(xs)\n\nprint(total([1, 2, 3]))  # 6\n```",
+    ),
+    ALIGNER_V1.format("Is 0.1 + 0.2 == 0.3?", "  No.\t0.1 + 0.2 = 0.30000000000000004\n\n\n"),
+]
+"""Aligner prompts of question-answer pairs with such text."""
 
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 """llama.cpp's GPT-2 split (the ``\\s+`` fallback of the original is covered by keeping unmatched text)."""

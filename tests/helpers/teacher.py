@@ -1,9 +1,12 @@
 """A scripted teacher for the teacher-correction tests: its questions and answers, and a chat model that
-corrects by upper-casing (run in a child process too, which imports it from here)."""
+corrects by upper-casing (run in a child process too, which imports it from here), and the records a run
+wrote."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -63,3 +66,8 @@ class EditorModel(BaseChatModel):
             return self._generate(messages)
         finally:
             self.in_flight -= 1
+
+
+def written_lines(path: Path) -> list[dict[str, str]]:
+    """The records a teacher run has written to ``path`` so far, one per line."""
+    return [json.loads(line) for line in path.read_text().splitlines()]

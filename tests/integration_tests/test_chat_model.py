@@ -84,7 +84,7 @@ def check_stream(chunks: list[AIMessageChunk], question: str) -> None:
         "output_tokens": len(fake_tokens(correction)),
         "total_tokens": prompt_tokens + len(fake_tokens(correction)),
     }
-    assert full.usage_metadata is None  # the inner runs report theirs (tests/test_usage.py)
+    assert full.usage_metadata is None  # the inner runs report theirs (tests/integration_tests/test_usage.py)
     assert full.response_metadata["aligner_usage"] == aligner_usage
     assert full.response_metadata["aligner_original_answer"] == "Paris."
 

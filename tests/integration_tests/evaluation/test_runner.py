@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from langchain_aligner import AlignerRunnable
 from langchain_aligner.evaluation import EvalRecord, PairwiseJudge
 from langchain_aligner.evaluation.runner import Evaluation
 from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
-from tests.helpers.evaluation import ScriptedJudge, prefers, records
+from tests.helpers.evaluation import ScriptedJudge, prefers, uncorrected
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _uncorrected(count: int) -> list[EvalRecord]:
-    return [r.model_copy(update={"correction": None}) for r in records(count)]
 
 
 def _expected_correction(record: EvalRecord) -> str:
@@ -30,7 +24,7 @@ def _aligner(server: FakeServer) -> AlignerRunnable:
 
 def test_evaluate_corrects_judges_scores_and_writes(tgi_server: FakeServer, tmp_path: Path) -> None:
     tgi_server.script.fail = [500]  # one correction fails: counted, left out
-    items = _uncorrected(5)
+    items = uncorrected(5)
     judge = PairwiseJudge(ScriptedJudge(script=prefers("Corrected ")), seed=2)
     evaluation = Evaluation(aligner=_aligner(tgi_server), judge=judge, max_concurrency=3)
     result = evaluation.run(items, out_dir=tmp_path)
@@ -63,25 +57,6 @@ def test_evaluate_corrects_judges_scores_and_writes(tgi_server: FakeServer, tmp_
 async def test_arun_matches_run(tgi_server: FakeServer, tmp_path: Path) -> None:
     judge = PairwiseJudge(ScriptedJudge(script=prefers("Corrected ")), dimensions=["helpfulness"], seed=4)
     evaluation = Evaluation(aligner=_aligner(tgi_server), judge=judge)
-    assert await evaluation.arun(_uncorrected(4), out_dir=tmp_path) == evaluation.run(_uncorrected(4))
+    assert await evaluation.arun(uncorrected(4), out_dir=tmp_path) == evaluation.run(uncorrected(4))
     assert len(tgi_server.script.requests) == 8
     assert (tmp_path / "report.md").exists()
-
-
-def test_given_corrections_need_no_aligner_and_no_judge(tmp_path: Path) -> None:
-    result = Evaluation().run(records(3), out_dir=tmp_path)
-    assert result.dimensions == [] and result.aligner is None and result.corrected == 3
-    assert result.reference is not None and result.reference.correction is not None
-    report = (tmp_path / "report.md").read_text()
-    assert "Pairwise judgement" not in report and "| Corrections |" in report
-    assert (tmp_path / "judgements.jsonl").read_text() == ""
-
-
-def test_bad_runs_are_refused() -> None:
-    judge = PairwiseJudge(ScriptedJudge(script=prefers("x")))
-    with pytest.raises(ValueError, match="needs corrections"):
-        Evaluation(judge=judge).run(_uncorrected(2))
-    with pytest.raises(ValueError, match="unique"):
-        Evaluation().run(records(1) + records(1))
-    with pytest.raises(ValueError, match="no records"):
-        Evaluation().run([])

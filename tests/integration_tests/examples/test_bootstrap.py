@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -15,18 +13,11 @@ from langchain_aligner.models import is_exported_model, load_model_and_tokenizer
 from langchain_aligner.records import read_objects
 from langchain_aligner.testing.fake_servers import FakeServer
 from langchain_aligner_train.preference import read_corrections
+from tests.helpers.examples import load_script
 from tests.helpers.paths import EXAMPLES
 
 SCRIPT = EXAMPLES / "bootstrap" / "run.py"
 QUESTIONS = 3
-
-
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bootstrap_run", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -37,7 +28,7 @@ def test_the_loop_writes_every_stage(tiny_llama_dir: Path, tgi_server: FakeServe
     done = subprocess.run([*command, "max_steps=2"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
-    questions = load_example().QUESTIONS[:QUESTIONS]
+    questions = load_script(SCRIPT).QUESTIONS[:QUESTIONS]
     answers = read_objects(work / "01_answers.jsonl")
     assert [row["question"] for row in answers] == questions
     corrections = read_corrections(work / "02_corrections.jsonl")
@@ -66,11 +57,3 @@ def test_the_loop_writes_every_stage(tiny_llama_dir: Path, tgi_server: FakeServe
     assert summary["preference_pairs"] == QUESTIONS
     assert summary["dpo"]["rewards/margins"] > 0  # one update on the pairs already separates them
     assert summary["answers_changed"] == sum(row["before"] != row["after"] for row in after)
-
-
-def test_bad_arguments_stop_before_any_work(tmp_path: Path) -> None:
-    example = load_example()
-    with pytest.raises(SystemExit) as exit_info:
-        example.main(["--work-dir", str(tmp_path), "--questions", "0"])
-    assert exit_info.value.code == 2
-    assert not any(tmp_path.iterdir())

@@ -7,7 +7,6 @@ Nothing is compared with a hard-coded model output.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from types import ModuleType
@@ -19,9 +18,8 @@ from langchain_aligner.generation import GenerationParams
 from langchain_aligner.models import preferred_dtype
 from langchain_aligner.runnable import AlignerRunnable
 from langchain_aligner.testing.fake_servers import FakeServer
-from tests.helpers.examples import EXAMPLES, load_script, run_script
+from tests.helpers.examples import QUICKSTART, load_script, run_script, sides_of
 
-QUICKSTART = EXAMPLES / "quickstart.py"
 MAX_NEW_TOKENS = 6
 QUESTION = "Is it fine to skip the seatbelt on short trips?"
 
@@ -35,13 +33,6 @@ def quickstart() -> ModuleType:
 def run_quickstart(*args: str) -> dict[str, str]:
     """Run the quickstart; return its ``Label: value`` output lines by label."""
     return run_script(QUICKSTART, "--max-new-tokens", str(MAX_NEW_TOKENS), *args)
-
-
-def sides_of(diff: str) -> tuple[str, str]:
-    """The before and after texts a ``[-removed-]{+added+}`` word diff describes."""
-    before = re.sub(r"\{\+.*?\+\}", "", re.sub(r"\[-(.*?)-\]", r"\1", diff))
-    after = re.sub(r"\[-.*?-\]", "", re.sub(r"\{\+(.*?)\+\}", r"\1", diff))
-    return " ".join(before.split()), " ".join(after.split())
 
 
 def reference_correction(question: str, answer: str, **backend: str) -> str | AlignerCorrectionError:
@@ -114,23 +105,6 @@ def test_quickstart_shows_a_rejected_correction(
     assert output[f"Rejected correction ({problem})"] == reply.strip()
     assert "Corrected answer" not in output
     assert "original answer" in output["Default policy"]
-
-
-@pytest.mark.parametrize(
-    ("before", "after"),
-    [
-        ("a b c", "a b c"),
-        ("a b c", "a x c"),
-        ("a b c", "x y"),
-        ("", "new words"),
-        ("old words", ""),
-        ("keep this, drop that", "keep this, add more and more"),
-    ],
-)
-def test_word_diff_describes_both_texts(quickstart: ModuleType, before: str, after: str) -> None:
-    diff = quickstart.word_diff(before, after)
-    assert sides_of(diff) == (before, after)
-    assert ("[-" in diff or "{+" in diff) == (before.split() != after.split())
 
 
 def test_quickstart_without_the_serve_extra_says_what_to_install() -> None:

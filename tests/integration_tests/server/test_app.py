@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import socket
 import subprocess
@@ -20,8 +19,6 @@ import httpx
 import pytest
 
 from langchain_aligner import AlignerRunnable
-from langchain_aligner.cli import main
-from langchain_aligner.models import preferred_dtype
 from langchain_aligner.server.cli import API_KEY_ENV
 from langchain_aligner.server.engine import BatchingEngine
 from tests.helpers.serving import failing_after, gated, metric_values, serve_tiny, sse_events
@@ -267,16 +264,6 @@ def test_health_info_and_unknown_routes(url: str) -> None:
     assert missing.json()["error_type"] == "not_found"
 
 
-def test_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["serve", "--help"])
-    assert exited.value.code == 0
-    usage = capsys.readouterr().out
-    options = ("--model", "--max-batch-size", "--max-batch-prefill-tokens", "--max-concurrent-requests")
-    for option in (*options, "--api-key", "--dtype"):
-        assert option in usage
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -321,21 +308,3 @@ def test_serve_command_answers_generate(tiny_llama_dir: Path, monkeypatch: pytes
     assert corrected.response_metadata["aligner_corrected"] is True
     assert corrected.response_metadata["token_usage"]["completion_tokens"] == 3
     assert process.returncode == 0
-
-
-def test_serve_command_refuses_limits_the_model_cannot_hold(
-    tiny_llama_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    assert main(["serve", "--model", str(tiny_llama_dir), "--max-total-tokens", "4096"]) == 2
-    assert "max_total_tokens=4096 exceeds the model's 256 positions" in caplog.text
-
-
-@pytest.mark.parametrize("given", [None, "float32"])
-def test_serve_loads_the_preferred_dtype_unless_given(
-    tiny_llama_dir: Path, caplog: pytest.LogCaptureFixture, given: str | None
-) -> None:
-    caplog.set_level(logging.INFO, logger="langchain_aligner.server.cli")
-    dtype = ["--dtype", given] if given else []
-    # Limits the model cannot hold: serve stops once the model is loaded, before it listens.
-    assert main(["serve", "--model", str(tiny_llama_dir), "--max-total-tokens", "4096", *dtype]) == 2
-    assert f"({given or preferred_dtype('cpu')} on cpu)" in caplog.text

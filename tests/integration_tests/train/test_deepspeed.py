@@ -1,6 +1,6 @@
 """Real DeepSpeed jobs on a tiny Llama: ``deepspeed --num_gpus 2 --module langchain_aligner_train sft`` with
 ZeRO-3 on two CPU ranks, and a single-process ZeRO-2 LoRA run; the loss falls and the export loads in the
-serving backend. (Two ZeRO-2 ranks run in tests/test_train_resume.py.)"""
+serving backend. (Two ZeRO-2 ranks run in test_resume.py.)"""
 
 from __future__ import annotations
 

@@ -22,25 +22,12 @@ from safetensors.torch import load_file
 from langchain_aligner.models import is_exported_model, load_model_and_tokenizer
 from langchain_aligner.testing import cli_command
 from langchain_aligner_train.cli import PACKAGE
-from langchain_aligner_train.config import CONFIG_DIR, ConfigError, load_config
-from langchain_aligner_train.dpo import DPOConfig, last_checkpoint, load_preference_dataset, main
-from langchain_aligner_train.preference import Correction, build_preference_data
+from langchain_aligner_train.config import CONFIG_DIR, load_config
+from langchain_aligner_train.dpo import DPOConfig, last_checkpoint, load_preference_dataset
 from tests.helpers.paths import REPOSITORY
 from tests.helpers.training import halting
 
 TINY_CONFIG = CONFIG_DIR / "dpo-tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def preference_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Eight preference pairs: a careful correction chosen over a curt original answer."""
-    triples = [
-        Correction(f"How do I do task {i}?", f"No {i}.", f"Here are the safe steps for task {i}, one by one.")
-        for i in range(8)
-    ]
-    target = tmp_path_factory.mktemp("preference")
-    build_preference_data(triples).write(target)
-    return target
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess[str]:
@@ -138,30 +125,6 @@ def test_dpo_single_process_with_lora_merges_the_adapter(
     assert torch.equal(
         weights["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"]
     )
-
-
-def test_bad_configs_and_data_are_refused(
-    preference_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--config", str(TINY_CONFIG), f"data={preference_dir}"])
-    assert exit_info.value.code == 2
-    assert "model is required" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="precision"):
-        load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "precision=fp8"])
-    with pytest.raises(ConfigError, match="deepspeed config not found"):
-        load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=nope.json"]).deepspeed_path()
-    with_deepspeed = load_config(DPOConfig, TINY_CONFIG, ["model=m", "data=d", "deepspeed=ds_zero2.json"])
-    assert with_deepspeed.deepspeed_path() == CONFIG_DIR / "ds_zero2.json"
-
-    with pytest.raises(ValueError, match=r"sft\.jsonl:1: missing field\(s\) \['chosen', 'rejected'\]"):
-        load_preference_dataset(preference_dir / "sft.jsonl")
-    with pytest.raises(FileNotFoundError, match="preference data not found"):
-        load_preference_dataset(tmp_path)
-    (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(ValueError, match="no preference rows"):
-        load_preference_dataset(tmp_path / "empty.jsonl")
 
 
 @pytest.fixture(scope="module")

@@ -62,11 +62,6 @@ def test_a_held_directory_is_refused_naming_the_holder_and_freed_when_it_is_kill
         pass
 
 
-def test_ranks_other_than_0_take_no_lock(tmp_path: Path) -> None:
-    with hold_run_directory(tmp_path / "run", rank=1), hold_run_directory(tmp_path / "run", rank=2):
-        assert not (tmp_path / "run").exists()
-
-
 @pytest.mark.parametrize(
     "command",
     [

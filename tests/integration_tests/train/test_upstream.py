@@ -12,8 +12,6 @@ from transformers import AutoTokenizer
 
 from langchain_aligner import GenerationParams
 from langchain_aligner.backends import TransformersBackend
-from langchain_aligner_train.builders import DataSource
-from langchain_aligner_train.config import CONFIG_DIR, SFTConfig, load_config
 from tests.helpers.training import launcher_command, read_log, run_sft, write_qac
 
 pytestmark = pytest.mark.slow
@@ -49,12 +47,6 @@ def test_upstream_sft_trains_and_exports(tiny_llama_dir: Path, tmp_path: Path) -
         str(prompt), GenerationParams(max_new_tokens=8)
     )
     assert generation.completion_tokens
-
-
-def test_shipped_upstream_config_reads_the_bootstrap_qac_file() -> None:
-    config = load_config(SFTConfig, CONFIG_DIR / "sft-upstream.yaml")
-    assert config.task == "upstream" and config.identity_warmup_share == 0.0
-    assert config.data == [DataSource(kind="jsonl", path="runs/bootstrap/03_data/qac.jsonl")]
 
 
 def test_export_checkpoint_writes_the_last_checkpoint_as_the_run_would(

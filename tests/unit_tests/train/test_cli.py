@@ -1,22 +1,16 @@
 """``langchain-aligner train``: subcommand dispatch; its module form ``python -m langchain_aligner_train``,
-which the DeepSpeed launcher runs with ``--local_rank=N`` first; an install name no ``train.py`` shadows."""
+which the DeepSpeed launcher runs with ``--local_rank=N`` first; usage and help."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
 from langchain_aligner import cli as project_cli
-from langchain_aligner.testing import cli_command
 from langchain_aligner_train import cli
-from langchain_aligner_train.cli import COMMANDS, PACKAGE
-
-USER_CODE = "import pathlib; pathlib.Path('shadowed').write_text(__name__)\n"
-"""What the user's own ``train`` files run when imported: they leave a mark in the working directory."""
+from langchain_aligner_train.cli import COMMANDS
 
 
 @pytest.fixture
@@ -68,22 +62,3 @@ def test_help_lists_the_subcommands_and_succeeds(
     assert out.startswith("usage: langchain-aligner train [-h] {sft,dpo} ...")
     assert all(f"\n  {name:<5} {text}" in out for name, text in COMMANDS.items())
     assert received == []
-
-
-@pytest.mark.parametrize(
-    "command",
-    [cli_command("train", "sft", "--help"), [sys.executable, "-m", PACKAGE, "sft", "--help"]],
-    ids=["langchain-aligner train", "python -m langchain_aligner_train"],
-)
-def test_a_train_py_or_train_package_in_the_working_directory_does_not_shadow_training(
-    command: list[str], tmp_path: Path
-) -> None:
-    (tmp_path / "train.py").write_text(USER_CODE)
-    (tmp_path / "train").mkdir()
-    for name in ("__init__.py", "__main__.py", "sft.py", "cli.py"):
-        (tmp_path / "train" / name).write_text(USER_CODE)
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("usage: langchain-aligner train sft")
-    assert "learning_rate" in result.stdout and "lora.r" in result.stdout  # the config keys, from the package
-    assert not (tmp_path / "shadowed").exists()

@@ -1,4 +1,4 @@
-"""Preference and SFT data from corrections: drop rules and counts, TRL's formats, files, correct_answers."""
+"""Preference and SFT data from corrections: drop rules and counts, TRL's formats, files."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from langchain_core.messages import AIMessage
 
 from langchain_aligner import AlignerRunnable
 from langchain_aligner.records import QACRecord, read_records, write_jsonl
-from langchain_aligner.testing.fake_servers import FakeServer, fake_aligner_reply
 from langchain_aligner_train.preference import (
     Correction,
-    acorrect_answers,
     build_preference_data,
     correct_answers,
     read_corrections,
@@ -27,9 +25,6 @@ TRIPLES = [
     Correction("Explain DNS.", "It maps names.", "DNS maps host names to", finish_reason="length"),
     Correction("Empty?", "Something.", "   "),
 ]
-
-
-expected_correction = fake_aligner_reply
 
 
 def test_drops_are_counted_by_kind_and_chosen_is_the_correction() -> None:
@@ -135,46 +130,6 @@ def test_files_are_written_whole_and_read_back(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"question": "q"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="bad.jsonl:1: not a correction record"):
         read_corrections(tmp_path / "bad.jsonl")
-
-
-def test_correct_answers_over_tgi(tgi_server: FakeServer) -> None:
-    aligner = AlignerRunnable(backend="tgi", url=tgi_server.url, backoff=0.01)
-    # The first request fails with a 422 (not retried): that answer comes back uncorrected.
-    tgi_server.script.fail = [422]
-    pairs = [("Q one?", "A one."), {"question": "Q two?", "answer": "A two."}, ("Q three?", "")]
-
-    corrections = correct_answers(pairs, aligner, max_concurrency=1)
-
-    first, second, empty = corrections
-    assert (first.corrected, first.correction) == (False, "A one.")
-    assert first.error is not None and "validation" in first.error
-    assert second == Correction(
-        "Q two?", "A two.", expected_correction("Q two?", "A two."), finish_reason="eos_token"
-    )
-    assert (empty.corrected, empty.correction) == (False, "")
-    assert empty.error is not None and empty.error.startswith("AlignerInputError")
-    counts = build_preference_data(corrections).counts
-    assert (counts.kept, counts.uncorrected, counts.empty) == (1, 1, 1)
-
-
-async def test_acorrect_answers_keeps_the_input_order(tgi_server: FakeServer) -> None:
-    aligner = AlignerRunnable(backend="tgi", url=tgi_server.url)
-    pairs = [(f"Question {i}?", f"Answer {i}.") for i in range(6)]
-
-    corrections = await acorrect_answers(pairs, aligner, max_concurrency=3)
-
-    assert [c.correction for c in corrections] == [expected_correction(q, a) for q, a in pairs]
-    assert len(tgi_server.script.requests) == 6
-    with pytest.raises(ValueError, match="max_concurrency"):
-        await acorrect_answers(pairs, aligner, max_concurrency=0)
-
-
-async def test_an_aligner_with_its_own_keys_corrects_every_pair(tgi_server: FakeServer) -> None:
-    aligner = AlignerRunnable(backend="tgi", url=tgi_server.url, question_key="prompt", answer_key="response")
-    pairs = [("Q one?", "A one."), {"question": "Q two?", "answer": "A two."}]
-    expected = [expected_correction("Q one?", "A one."), expected_correction("Q two?", "A two.")]
-    for corrections in (correct_answers(pairs, aligner), await acorrect_answers(pairs, aligner)):
-        assert [(c.corrected, c.correction) for c in corrections] == [(True, text) for text in expected]
 
 
 def test_from_message_needs_aligner_metadata() -> None:

@@ -4,11 +4,6 @@ failures and interruptions without duplicates or losses."""
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,12 +12,7 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_aligner.records import QACRecord, read_records
 from langchain_aligner_train.teacher import agenerate_corrections, generate_corrections, pair_key
-from tests.helpers.paths import REPOSITORY
-from tests.helpers.teacher import PAIRS, EditorModel
-
-
-def _lines(path: Path) -> list[dict[str, str]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+from tests.helpers.teacher import PAIRS, EditorModel, written_lines
 
 
 async def test_concurrent_corrections_in_a_plain_qac_file(tmp_path: Path) -> None:
@@ -47,13 +37,13 @@ async def test_failures_are_logged_and_retried_on_the_next_run(
         (i, f"RuntimeError: refused {PAIRS[i][1]}") for i in failing
     ]
     assert pair_key(*PAIRS[1]) in caplog.text
-    assert len(_lines(output)) == len(first)
+    assert len(written_lines(output)) == len(first)
 
     retry_model = EditorModel()
     second = await agenerate_corrections(PAIRS, retry_model, output, progress=False)
     assert sorted(retry_model.calls) == sorted(PAIRS[i][1] for i in failing)
     assert len(second) == len(PAIRS) and not second.skipped
-    assert sorted(pair_key(line["question"], line["answer"]) for line in _lines(output)) == sorted(
+    assert sorted(pair_key(line["question"], line["answer"]) for line in written_lines(output)) == sorted(
         pair_key(*pair) for pair in PAIRS
     )
 
@@ -62,60 +52,21 @@ async def test_interrupted_run_resumes_without_duplicates_or_losses(tmp_path: Pa
     output = tmp_path / "teacher.jsonl"
     model = EditorModel(block_after=5)
     task = asyncio.create_task(agenerate_corrections(PAIRS, model, output, concurrency=4, progress=False))
-    while not output.exists() or len(_lines(output)) < 5:
+    while not output.exists() or len(written_lines(output)) < 5:
         await asyncio.sleep(0.01)
     while model.in_flight < 4:  # the next four calls are in flight when the run is interrupted
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert len(_lines(output)) == 5  # every finished record is on disk
+    assert len(written_lines(output)) == 5  # every finished record is on disk
 
     resumed = EditorModel()
     records = await agenerate_corrections(PAIRS, resumed, output, concurrency=4, progress=False)
     assert len(resumed.calls) == len(PAIRS) - 5
     assert [(r.question, r.answer) for r in records] == PAIRS
-    questions = [line["question"] for line in _lines(output)]
+    questions = [line["question"] for line in written_lines(output)]
     assert len(questions) == len(set(questions)) == len(PAIRS)
-
-
-CTRL_C_SCRIPT = """
-import sys
-from tests.helpers.teacher import PAIRS, EditorModel
-from langchain_aligner_train.teacher import generate_corrections
-generate_corrections(PAIRS, EditorModel(block_after=5), sys.argv[1], concurrency=4, progress=False)
-"""
-
-
-def _interruptible() -> None:
-    """In the child: SIGINT as a shell gives it (handled, unblocked), whatever the test process inherited or
-    set up, so that Python turns it into KeyboardInterrupt."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def test_ctrl_c_keeps_every_finished_record(tmp_path: Path) -> None:
-    output = tmp_path / "teacher.jsonl"
-    run = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_SCRIPT, str(output)],
-        cwd=REPOSITORY,
-        stderr=subprocess.PIPE,
-        preexec_fn=_interruptible,
-    )
-    try:
-        while not output.exists() or len(_lines(output)) < 5:
-            assert run.poll() is None, run.stderr.read().decode() if run.stderr else ""
-            time.sleep(0.05)
-        run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=60)
-    finally:
-        run.kill()
-    assert run.returncode != 0 and b"KeyboardInterrupt" in stderr
-    assert len(_lines(output)) == 5
-    resumed = EditorModel()
-    records = generate_corrections(PAIRS, resumed, output, progress=False)
-    assert len(resumed.calls) == len(PAIRS) - 5 and len(records) == len(PAIRS)
-    assert len({line["question"] for line in _lines(output)}) == len(_lines(output)) == len(PAIRS)
 
 
 async def test_a_line_cut_short_is_repaired_and_asked_again(tmp_path: Path) -> None:
@@ -127,7 +78,7 @@ async def test_a_line_cut_short_is_repaired_and_asked_again(tmp_path: Path) -> N
     assert records[0] == done
     assert sorted(model.calls) == [PAIRS[1][1], PAIRS[2][1]]
     assert read_records(output, on_error="raise")[0] == done
-    assert len(_lines(output)) == 3
+    assert len(written_lines(output)) == 3
 
 
 def test_sync_with_any_chat_model_and_a_custom_prompt(tmp_path: Path) -> None:

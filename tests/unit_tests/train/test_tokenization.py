@@ -8,11 +8,8 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from langchain_aligner import AlignerRunnable
-from langchain_aligner.models import default_model_dir
 from langchain_aligner.records import QACRecord
 from langchain_aligner.templates import ALIGNER_V1, get_template
-from langchain_aligner.testing.fake_servers import FakeServer
 from langchain_aligner_train.tokenization import IGNORE_INDEX, encode_record, encode_records
 
 RECORD = QACRecord(
@@ -23,18 +20,12 @@ RECORD = QACRecord(
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> Any:
-    """SmolLM2's tokenizer (byte-level BPE, no BOS, EOS ``<|im_end|>``), from the embedded default model."""
-    return AutoTokenizer.from_pretrained(default_model_dir())
-
-
-@pytest.fixture(scope="module")
 def bos_tokenizer(tiny_llama_dir: Path) -> Any:
     """The tiny Llama's BPE tokenizer, which adds BOS ``<s>`` like TGI's ``/generate`` does."""
     return AutoTokenizer.from_pretrained(tiny_llama_dir)
 
 
-@pytest.mark.parametrize("which", ["smollm2", "bos_tokenizer"])
+@pytest.mark.parametrize("which", ["smollm2_tokenizer", "bos_tokenizer"])
 def test_prompt_as_served_then_correction_and_eos(which: str, request: pytest.FixtureRequest) -> None:
     tokenizer = request.getfixturevalue(which)
     encoded = encode_record(RECORD, tokenizer)
@@ -95,23 +86,28 @@ def test_merges_across_the_prompt_end_keep_the_prompt_as_served() -> None:
     assert encoded["labels"][: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
 
 
-def test_template_by_name_and_custom_text(smollm2: Any) -> None:
-    qa_block = encode_record(RECORD, smollm2, template="aligner-qa-block")
+def test_template_by_name_and_custom_text(smollm2_tokenizer: Any) -> None:
+    qa_block = encode_record(RECORD, smollm2_tokenizer, template="aligner-qa-block")
     prompt = get_template("aligner-qa-block").format(RECORD.question, RECORD.answer)
-    assert qa_block["input_ids"][: len(smollm2(prompt)["input_ids"])] == smollm2(prompt)["input_ids"]
-    custom = encode_record(RECORD, smollm2, template="Q: {question}\nA: {answer}\nFixed:")
-    assert smollm2.decode(custom["input_ids"]).startswith("Q: How do I boil an egg?\nA: Just boil it.")
+    assert (
+        qa_block["input_ids"][: len(smollm2_tokenizer(prompt)["input_ids"])]
+        == smollm2_tokenizer(prompt)["input_ids"]
+    )
+    custom = encode_record(RECORD, smollm2_tokenizer, template="Q: {question}\nA: {answer}\nFixed:")
+    assert smollm2_tokenizer.decode(custom["input_ids"]).startswith(
+        "Q: How do I boil an egg?\nA: Just boil it."
+    )
 
 
-def test_over_long_answer_is_cut_not_the_correction_or_eos(smollm2: Any) -> None:
+def test_over_long_answer_is_cut_not_the_correction_or_eos(smollm2_tokenizer: Any) -> None:
     record = RECORD.model_copy(update={"answer": "word " * 400})
-    encoded = encode_record(record, smollm2, max_length=128)
+    encoded = encode_record(record, smollm2_tokenizer, max_length=128)
     ids, labels = encoded["input_ids"], encoded["labels"]
     assert len(ids) == len(labels) <= 128
-    assert ids[-1] == labels[-1] == smollm2.eos_token_id
+    assert ids[-1] == labels[-1] == smollm2_tokenizer.eos_token_id
     target = [t for t in labels if t != IGNORE_INDEX]
-    assert smollm2.decode(target[:-1]) == " " + RECORD.correction  # whole correction kept
-    prompt = smollm2.decode(ids[: len(ids) - len(target)])
+    assert smollm2_tokenizer.decode(target[:-1]) == " " + RECORD.correction  # whole correction kept
+    prompt = smollm2_tokenizer.decode(ids[: len(ids) - len(target)])
     assert prompt.startswith("BEGINNING OF CONVERSATION: USER: Edit") and prompt.endswith("ASSISTANT:")
     assert "How do I boil an egg?" in prompt  # the question is intact, the answer shortened
 
@@ -129,26 +125,26 @@ def test_over_long_correction_keeps_eos_and_some_target(bos_tokenizer: Any) -> N
     )
 
 
-def test_bad_settings_are_refused(smollm2: Any, bos_tokenizer: Any) -> None:
+def test_bad_settings_are_refused(smollm2_tokenizer: Any, bos_tokenizer: Any) -> None:
     with pytest.raises(ValueError, match="max_length"):
-        encode_record(RECORD, smollm2, max_length=4)
+        encode_record(RECORD, smollm2_tokenizer, max_length=4)
     with pytest.raises(ValueError, match="too little room for the template"):
-        encode_record(RECORD.model_copy(update={"answer": "x " * 200}), smollm2, max_length=16)
+        encode_record(RECORD.model_copy(update={"answer": "x " * 200}), smollm2_tokenizer, max_length=16)
     bos_tokenizer_without_eos = AutoTokenizer.from_pretrained(bos_tokenizer.name_or_path, eos_token=None)
     with pytest.raises(ValueError, match="EOS"):
         encode_record(RECORD, bos_tokenizer_without_eos)
 
 
-def test_encode_records_dataset(smollm2: Any) -> None:
+def test_encode_records_dataset(smollm2_tokenizer: Any) -> None:
     records = [RECORD, RECORD.model_copy(update={"correction": "Short."})]
-    dataset = encode_records(records, smollm2, max_length=256)
+    dataset = encode_records(records, smollm2_tokenizer, max_length=256)
     assert dataset.column_names == ["input_ids", "attention_mask", "labels", "length"]
-    assert dataset[0] == encode_record(RECORD, smollm2, max_length=256)
+    assert dataset[0] == encode_record(RECORD, smollm2_tokenizer, max_length=256)
     assert dataset["length"] == [len(row["input_ids"]) for row in dataset]
     assert dataset["length"][1] < dataset["length"][0]
-    in_two_processes = encode_records(records, smollm2, max_length=256, num_proc=2)
+    in_two_processes = encode_records(records, smollm2_tokenizer, max_length=256, num_proc=2)
     assert list(in_two_processes["input_ids"]) == list(dataset["input_ids"])
-    empty = encode_records([], smollm2)
+    empty = encode_records([], smollm2_tokenizer)
     assert len(empty) == 0 and empty.column_names == dataset.column_names
 
 
@@ -166,7 +162,7 @@ def chat_tokenizer(tiny_llama_dir: Path) -> Any:
     return tokenizer
 
 
-@pytest.mark.parametrize("which", ["smollm2", "chat_tokenizer"])
+@pytest.mark.parametrize("which", ["smollm2_tokenizer", "chat_tokenizer"])
 def test_upstream_prompt_is_the_chat_templated_question(which: str, request: pytest.FixtureRequest) -> None:
     tokenizer = request.getfixturevalue(which)
     encoded = encode_record(RECORD, tokenizer, task="upstream")
@@ -203,16 +199,3 @@ def test_upstream_without_chat_template_is_refused(bos_tokenizer: Any) -> None:
         encode_records([RECORD], bos_tokenizer, task="upstream")
     with pytest.raises(ValueError, match="task must be one of"):
         encode_record(RECORD, bos_tokenizer, task="teacher")
-
-
-def test_runnable_prompt_and_training_prompt_agree_on_surrounding_whitespace(
-    smollm2: Any, tgi_server: FakeServer
-) -> None:
-    question, answer = "  How do I boil an egg?\n", "\n\nJust boil it.\n"
-    AlignerRunnable(backend="tgi", url=tgi_server.url).invoke({"question": question, "answer": answer})
-    served_ids = smollm2(tgi_server.script.requests[0]["inputs"])["input_ids"]
-    record = QACRecord(question=question, answer=answer, correction="Boil it for 8 minutes.")
-    encoded = encode_record(record, smollm2)
-    prompt_length = encoded["labels"].count(IGNORE_INDEX)
-    trained_ids = encoded["input_ids"][:prompt_length]
-    assert served_ids == trained_ids
