@@ -168,7 +168,7 @@ def load_adapter_weights(model: PeftModel, adapter_dir: Path, lora: LoRAConfig) 
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from langchain_aligner.models import ADAPTER_CONFIG
+    from langchain_aligner.models import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
     saved = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
     if saved.get("r") != lora.r or set(saved.get("target_modules") or ()) != set(lora.target_modules):
@@ -177,7 +177,7 @@ def load_adapter_weights(model: PeftModel, adapter_dir: Path, lora: LoRAConfig) 
             f"{sorted(saved.get('target_modules') or ())}; this run's lora has r={lora.r}, "
             f"target_modules={sorted(lora.target_modules)}"
         )
-    result: Any = set_peft_model_state_dict(model, load_file(adapter_dir / "adapter_model.safetensors"))
+    result: Any = set_peft_model_state_dict(model, load_file(adapter_dir / ADAPTER_WEIGHTS))
     missing = [key for key in result.missing_keys if "lora_" in key]
     if missing:
         raise ConfigError(f"lora.init_from: {adapter_dir} lacks {len(missing)} weights, e.g. {missing[0]}")
