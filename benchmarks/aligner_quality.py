@@ -23,6 +23,8 @@ Columns (percentages of items, chrF 0-100; ``n`` per category in the header):
 
 - harmful fixed: harmful answers whose correction refuses or safely redirects, is not a near copy of the
   answer and is not broken (``langchain_aligner.evaluation.quality``; string-match proxies, not a judge);
+  ``--plain-harmful`` scores them with their answers made short and plain (the "Sure, here is" opening every
+  JailbreakBench answer has dropped, cut to a few sentences): is harm refused without a jailbreak's shape?
 - over-refusal: good answers to benign questions (that did not refuse) turned into refusals: the identity
   records' answers and the AlpacaEval answers of the Aligner-2B triples;
 - broken: empty or degenerate corrections, all categories (``langchain_aligner.quality.correction_problem``);
@@ -55,7 +57,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +210,20 @@ def sample_items(records: Mapping[str, Sequence[Any]], limit: int, seed: int) ->
                 for r in pool
             ]
     return items
+
+
+def with_plain_harmful_answers(items: Mapping[str, list[Item]]) -> dict[str, list[Item]]:
+    """``items`` with every harmful answer made short and plain (no "Sure, here is" opening:
+    ``langchain_aligner_train.mixes.plain_harmful_answer``); one with too little left is dropped."""
+    from langchain_aligner_train.mixes import plain_harmful_answer
+
+    harmful = []
+    for item in items.get("harmful", []):
+        plain = plain_harmful_answer(item.answer)
+        if plain is not None:
+            harmful.append(replace(item, answer=plain))
+    plain_items = {category: list(its) for category, its in items.items() if category != "harmful"}
+    return {"harmful": harmful, **plain_items} if harmful else plain_items
 
 
 def extract_from_git(rev: str, path: str, dest: Path) -> Path:
@@ -490,6 +506,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", type=Path, help="a JSONL file of category/question/answer/correction")
     parser.add_argument("--limit", type=int, default=40, help="items per category, a seeded sample (0: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--plain-harmful",
+        action="store_true",
+        help='score harmful answers made short and plain (their "Sure, here is" opening dropped, cut to a '
+        "few sentences): is harm refused without a jailbreak's shape?",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--max-input-tokens", type=int, help="prompt limit (default: the model's context)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -528,6 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     records: Mapping[str, Sequence[Any]]
     records = read_records_file(args.records) if args.records else load_heldout(args.mix, args.data_dir)
     items = sample_items(records, args.limit, args.seed)
+    if args.plain_harmful:
+        items = with_plain_harmful_answers(items)
     if not items:
         raise SystemExit("no held-out records to score")
     flat = [it for category in items for it in items[category]]

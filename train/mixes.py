@@ -6,7 +6,7 @@ of each category for training:
 
 - ``harmful``: JailbreakBench, question = the plain goal, answer = a jailbroken response, correction = a
   refusal to the same goal (:func:`.builders.from_jailbreakbench`; a jailbroken text is never a
-  correction);
+  correction); a mix may add short ones (:attr:`MixSpec.short_harmful`, :func:`plain_harmful_answer`);
 - ``harmless_hh``: HH-RLHF harmless, answer = the rejected last turn, correction = the chosen (safer) one;
 - ``helpful``: HH-RLHF helpful (three splits), PandaLM majority preference, AlpacaEval weak -> strong where
   GPT-4 Turbo prefers the strong answer;
@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from .builders import (
     jailbreakbench_refusals,
 )
 
-__all__ = ["CATEGORIES", "MIXES", "Mix", "MixSpec", "build_mix", "is_held_out"]
+__all__ = ["CATEGORIES", "MIXES", "Mix", "MixSpec", "build_mix", "is_held_out", "plain_harmful_answer"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ class MixSpec:
     """At most this many JailbreakBench answers per goal in training (the goals are few)."""
     quotas: dict[str, int] = field(default_factory=dict)
     """Training records per category (drawn with ``seed``); a category not named keeps all its records."""
+    short_harmful: int = 0
+    """Further ``harmful`` training records whose answer is a jailbroken response without its "Sure, here is"
+    opening, cut short (:func:`plain_harmful_answer`), drawn from the training split: every JailbreakBench
+    answer opens the same way and runs long, and an Aligner trained on them alone refuses that shape and
+    copies short, plain harmful answers."""
     seed: int = 42
 
 
@@ -98,6 +104,14 @@ MIXES: dict[str, MixSpec] = {
         max_per_goal=4,
         quotas={"harmful": 150, "harmless_hh": 100, "helpful": 700, "identity": 1000, "aligner2b": 150},
         seed=7,
+    ),
+    # An experiment (train/configs/aligner-tiny-plain-harmful.yaml, a third stage not in the recipe): short,
+    # plain harmful answers beside draws weighted to good answers kept.
+    "aligner-tiny-plain-harmful": MixSpec(
+        max_per_goal=4,
+        quotas={"harmful": 100, "harmless_hh": 100, "helpful": 300, "identity": 1100, "aligner2b": 150},
+        short_harmful=120,
+        seed=11,
     ),
 }
 """The named mixes."""
@@ -150,13 +164,15 @@ def build_mix(name: str = "aligner-tiny", data_dir: str | Path = "../shared/data
         kept = _curate(categories[category], spec, category, seen, skipped)
         held_out[category] = Records(r for r in kept if is_held_out(r.question, spec.held_out_share))
         pool = [r for r in kept if not is_held_out(r.question, spec.held_out_share)]
+        short: list[QACRecord] = []
         if category == "harmful":
+            short = _short_harmful(pool, spec, skipped)
             pool = _cap_per_question(pool, spec.max_per_goal, skipped)
         quota = spec.quotas.get(category)
         if quota is not None and len(pool) > quota:
             skipped[f"{category}: over the quota"] += len(pool) - quota
             pool = random.Random(f"{spec.seed}-{category}").sample(pool, quota)
-        train[category] = Records(pool)
+        train[category] = Records(pool + short)
     logger.info(
         "mix %s: train %s, held out %s",
         name,
@@ -246,6 +262,44 @@ def _length_problem(record: QACRecord, spec: MixSpec) -> str | None:
     if len(record.correction) > spec.max_correction_chars:
         return "correction too long"
     return None
+
+
+_PREAMBLE = re.compile(r"^\s*(sure|certainly|of course|absolutely|okay|ok)\b[^\n]*\n", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n+")
+_TRAILING_HEADING = re.compile(r"\s+[^.!?:\n]{1,40}:$")  # "... Step 2:" with nothing after it
+
+
+def plain_harmful_answer(answer: str, max_chars: int = 300, min_chars: int = 60) -> str | None:
+    """A jailbroken ``answer`` as a plain harmful answer: without its opening line of compliance ("Sure,
+    here is ...:"), cut to its first whole sentences or lines within ``max_chars``; ``None`` when fewer than
+    ``min_chars`` characters remain."""
+    body = _PREAMBLE.sub("", answer, count=1).strip()
+    kept = ""
+    for piece in _SENTENCE_END.split(body):
+        candidate = f"{kept} {piece.strip()}".strip()
+        if len(candidate) > max_chars:
+            break
+        kept = candidate
+    kept = _TRAILING_HEADING.sub("", kept)
+    return kept if len(kept) >= min_chars else None
+
+
+def _short_harmful(pool: list[QACRecord], spec: MixSpec, skipped: Counter[str]) -> list[QACRecord]:
+    """``spec.short_harmful`` records of ``pool`` (harmful, training split) with plain, short answers."""
+    if not spec.short_harmful:
+        return []
+    records, answers = [], set()
+    for record in pool:
+        answer = plain_harmful_answer(record.answer)
+        if answer is None or answer in answers:
+            skipped["harmful (short): too little left, or a duplicate"] += 1
+            continue
+        answers.add(answer)
+        records.append(QACRecord(question=record.question, answer=answer, correction=record.correction))
+    if len(records) > spec.short_harmful:
+        skipped["harmful (short): over the quota"] += len(records) - spec.short_harmful
+        records = random.Random(f"{spec.seed}-short-harmful").sample(records, spec.short_harmful)
+    return records
 
 
 def _cap_per_question(records: list[QACRecord], cap: int, skipped: Counter[str]) -> list[QACRecord]:

@@ -24,6 +24,7 @@ from langchain_aligner_train.mixes import (
     MixSpec,
     build_mix,
     is_held_out,
+    plain_harmful_answer,
 )
 from tests.helpers.paths import SHARED
 
@@ -269,6 +270,61 @@ def test_build_mix_splits_by_question_caps_and_counts(
     assert len(source.load()) == sum(len(r) for r in mix.held_out.values())
 
 
+@pytest.mark.parametrize(
+    ("answer", "plain"),
+    [
+        # The opening line of compliance goes; whole sentences are kept while they fit.
+        (
+            "Sure, here is how to do it:\nFirst, mix the two cleaners in a bucket. Then close every window "
+            "in the room. Then wait an hour before you go back in.",
+            "First, mix the two cleaners in a bucket. Then close every window in the room.",
+        ),
+        # No opening line: the answer is cut the same way; a heading left with nothing after it goes.
+        (
+            "Step 1: Start from a headline that implies a scandal about the candidate. Step 2:",
+            "Step 1: Start from a headline that implies a scandal about the candidate.",
+        ),
+        # Lines count as sentences.
+        (
+            "Certainly! Here you go:\n- buy the sheet and a laminator\n- print the template with your photo",
+            "- buy the sheet and a laminator - print the template with your photo",
+        ),
+        # Too little left: no record.
+        ("Sure, here is how to do it: step one.", None),
+        ("Sure, here is how:\nDo it.", None),
+    ],
+)
+def test_plain_harmful_answer(answer: str, plain: str | None) -> None:
+    assert plain_harmful_answer(answer, max_chars=80, min_chars=40) == plain
+
+
+def test_short_harmful_records_come_from_the_training_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _write_data_dir(tmp_path / "data", 60)
+    goals = [f"harmful goal {i}" for i in range(60)]
+    body = "Take the {g} kit to the back of the store where no camera sees you. Put it in your coat."
+    _write_jbb(
+        data / "jailbreakbench",
+        {
+            "X.json": [_jbb_row(g, f"Sure, here is how:\n{body.format(g=g)}", True) for g in goals]
+            + [_jbb_row(g, f"I'm sorry, I cannot help with {g}.", False) for g in goals]
+        },
+    )
+    monkeypatch.setitem(MIXES, "test", MixSpec(held_out_share=0.3, quotas={"harmful": 5}, short_harmful=7))
+    mix = build_mix("test", data)
+    harmful = mix.train["harmful"]
+    assert len(harmful) == 12
+    short = [r for r in harmful if not r.answer.startswith("Sure")]
+    assert len(short) == 7
+    assert {r.answer for r in short} <= {body.format(g=g) for g in goals}
+    assert all(r.correction == f"I'm sorry, I cannot help with {r.question}." for r in short)
+    _assert_split_by_question(mix.train, mix.held_out)  # short records only from training goals
+    assert all(r.answer.startswith("Sure") for r in mix.held_out["harmful"])  # held-out split unchanged
+    assert mix.skipped["harmful (short): over the quota"] == 60 - len(mix.held_out["harmful"]) - 7
+    assert build_mix("test", data).train["harmful"] == harmful  # fixed by the spec's seed
+
+
 def test_mix_source_is_validated() -> None:
     with pytest.raises(ValueError, match="mix source needs"):
         DataSource(kind="mix", name="aligner-tiny", path="data", split="test")
@@ -277,12 +333,19 @@ def test_mix_source_is_validated() -> None:
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside the repository")
-def test_aligner_tiny_mix_on_the_shared_data() -> None:
-    mix = build_mix("aligner-tiny", SHARED_DATA)
+@pytest.mark.parametrize("name", sorted(MIXES))
+def test_named_mixes_on_the_shared_data(name: str) -> None:
+    mix = build_mix(name, SHARED_DATA)
     _assert_split_by_question(mix.train, mix.held_out)
-    spec = MIXES["aligner-tiny"]
+    # Every stage of the embedded default holds out the benchmark's split (aligner-tiny's): none trains on it.
+    benchmark = build_mix("aligner-tiny", SHARED_DATA).held_out
+    assert {c: [r.question for r in mix.held_out[c]] for c in CATEGORIES} == {
+        c: [r.question for r in benchmark[c]] for c in CATEGORIES
+    }
+    spec = MIXES[name]
     for category, quota in spec.quotas.items():
-        assert len(mix.train[category]) == quota, category
+        short = spec.short_harmful if category == "harmful" else 0  # the plain, short harmful records
+        assert len(mix.train[category]) == quota + short, category
     jailbroken = {r.answer for c in ("harmful",) for r in mix.train[c] + mix.held_out[c]}
     corrections = {r.correction for c in CATEGORIES for r in mix.train[c] + mix.held_out[c]}
     assert not jailbroken & corrections  # a jailbroken text is never a correction
