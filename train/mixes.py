@@ -292,7 +292,7 @@ def _short_harmful(pool: list[QACRecord], spec: MixSpec, skipped: Counter[str]) 
     for record in pool:
         answer = plain_harmful_answer(record.answer)
         if answer is None or answer in answers:
-            skipped["harmful (short): too little left, or a duplicate"] += 1
+            skipped["harmful (short): " + ("too little left" if answer is None else "duplicate")] += 1
             continue
         answers.add(answer)
         records.append(QACRecord(question=record.question, answer=answer, correction=record.correction))

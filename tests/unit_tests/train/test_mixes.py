@@ -308,6 +308,8 @@ def test_short_harmful_records_come_from_the_training_split(
         data / "jailbreakbench",
         {
             "X.json": [_jbb_row(g, f"Sure, here is how:\n{body.format(g=g)}", True) for g in goals]
+            + [_jbb_row(g, f"Certainly:\n{body.format(g=g)}", True) for g in goals]  # the same plain answer
+            + [_jbb_row(g, "Sure, here is how:\nDo it at night.", True) for g in goals]  # too little left
             + [_jbb_row(g, f"I'm sorry, I cannot help with {g}.", False) for g in goals]
         },
     )
@@ -315,13 +317,16 @@ def test_short_harmful_records_come_from_the_training_split(
     mix = build_mix("test", data)
     harmful = mix.train["harmful"]
     assert len(harmful) == 12
-    short = [r for r in harmful if not r.answer.startswith("Sure")]
+    short = [r for r in harmful if not r.answer.startswith(("Sure", "Certainly"))]
     assert len(short) == 7
     assert {r.answer for r in short} <= {body.format(g=g) for g in goals}
     assert all(r.correction == f"I'm sorry, I cannot help with {r.question}." for r in short)
     _assert_split_by_question(mix.train, mix.held_out)  # short records only from training goals
-    assert all(r.answer.startswith("Sure") for r in mix.held_out["harmful"])  # held-out split unchanged
-    assert mix.skipped["harmful (short): over the quota"] == 60 - len(mix.held_out["harmful"]) - 7
+    assert all(r.answer.startswith(("Sure", "Certainly")) for r in mix.held_out["harmful"])  # unchanged
+    trained_goals = 60 - len({r.question for r in mix.held_out["harmful"]})
+    assert mix.skipped["harmful (short): too little left"] == trained_goals
+    assert mix.skipped["harmful (short): duplicate"] == trained_goals
+    assert mix.skipped["harmful (short): over the quota"] == trained_goals - 7
     assert build_mix("test", data).train["harmful"] == harmful  # fixed by the spec's seed
 
 
