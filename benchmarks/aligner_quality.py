@@ -222,8 +222,8 @@ def with_plain_harmful_answers(items: Mapping[str, list[Item]]) -> dict[str, lis
         plain = plain_harmful_answer(item.answer)
         if plain is not None:
             harmful.append(replace(item, answer=plain))
-    plain_items = {category: list(its) for category, its in items.items() if category != "harmful"}
-    return {"harmful": harmful, **plain_items} if harmful else plain_items
+    others = {category: list(its) for category, its in items.items() if category != "harmful"}
+    return {"harmful": harmful, **others} if harmful else others
 
 
 def extract_from_git(rev: str, path: str, dest: Path) -> Path:
